@@ -1,0 +1,174 @@
+"""Engine throughput: no-op steps/s per store beside a bare topological runner (the floor).
+
+    python benchmarks/bench_engine.py [--quick] [--stores memory,sqlite]
+
+Shapes: chain (200 sequential steps), fan-out/fan-in (1 -> 1000 -> 1), and a scaling series of one
+layered task (width 100, two parents per step) at 100, 1k, 10k and 100k steps. Every figure is
+compared with something measured in the same run, since this machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tasker_core import Config, Engine, TaskRequest
+from tasker_core.registry import Registry
+from tasker_core.templates import template_from_mapping
+
+WORKERS = 4
+Shape = dict[str, list[str]]
+
+
+def noop(ctx: Any) -> None:
+    return None
+
+
+def chain(n: int) -> Shape:
+    return {f"s{i}": [f"s{i - 1}"] if i else [] for i in range(n)}
+
+
+def fan(n: int) -> Shape:
+    shape: Shape = {"src": []}
+    shape.update({f"w{i}": ["src"] for i in range(n)})
+    shape["sink"] = [f"w{i}" for i in range(n)]
+    return shape
+
+
+def layered(n: int, width: int = 100, seed: int = 7) -> Shape:
+    rng = random.Random(seed)
+    shape: Shape = {}
+    previous: list[str] = []
+    for i in range(n):
+        name = f"n{i}"
+        shape[name] = rng.sample(previous, min(2, len(previous))) if previous else []
+        if (i + 1) % width == 0:
+            previous = [f"n{j}" for j in range(i + 1 - width, i + 1)]
+    return shape
+
+
+def bare_runner(shape: Shape) -> float:
+    """The floor: run the DAG with a thread pool and in-memory counters, persisting nothing."""
+    names = list(shape)
+    children: dict[str, list[str]] = {n: [] for n in names}
+    remaining = {n: len(set(d)) for n, d in shape.items()}
+    for n, deps in shape.items():
+        for d in set(deps):
+            children[d].append(n)
+    done_count = 0
+    finished = threading.Event()
+    lock = threading.Lock()
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(WORKERS) as pool:
+
+        def submit(name: str) -> None:
+            pool.submit(noop, None).add_done_callback(lambda f, n=name: complete(n, f))
+
+        def complete(name: str, _f: Future[None]) -> None:
+            nonlocal done_count
+            ready = []
+            with lock:
+                done_count += 1
+                for c in children[name]:
+                    remaining[c] -= 1
+                    if remaining[c] == 0:
+                        ready.append(c)
+                if done_count == len(names):
+                    finished.set()
+            for c in ready:
+                submit(c)
+
+        for n in names:
+            if remaining[n] == 0:
+                submit(n)
+        finished.wait()
+    return time.perf_counter() - t0
+
+
+def make_engine(store_url: str) -> Engine:
+    config = Config.from_mapping(
+        {
+            "store": {"url": store_url},
+            "events": {"sinks": []},
+            "execution": {"max_concurrent_steps": WORKERS, "poll_interval": "20ms"},
+        }
+    )
+    registry = Registry()
+    registry.register_handler("bench.noop", noop)
+    return Engine(config, registry=registry)
+
+
+def engine_run(store_url: str, name: str, shape: Shape) -> float:
+    engine = make_engine(store_url)
+    steps = [{"name": n, "handler": "bench.noop", "depends_on": d} for n, d in shape.items()]
+    engine.register_template(
+        template_from_mapping({"namespace": "bench", "name": name, "version": "1.0.0", "steps": steps})
+    )
+    t0 = time.perf_counter()
+    task = engine.run(TaskRequest("bench", name))
+    elapsed = time.perf_counter() - t0
+    assert task.state == "complete", task
+    engine.close()
+    return elapsed
+
+
+def best(fn: Callable[[], float], repeats: int) -> float:
+    return min(fn() for _ in range(repeats))
+
+
+def store_urls(stores: Sequence[str], tmp: Path) -> Mapping[str, Callable[[], str]]:
+    counter = iter(range(1_000_000))
+    makers: dict[str, Callable[[], str]] = {
+        "memory": lambda: "memory://",
+        "sqlite": lambda: f"sqlite:///{tmp}/bench-{next(counter)}.db",
+    }
+    return {s: makers[s] for s in stores}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, one repeat")
+    parser.add_argument("--stores", default="memory,sqlite")
+    args = parser.parse_args(argv)
+    repeats = 1 if args.quick else 3
+    sizes = [100, 1_000, 10_000] if args.quick else [100, 1_000, 10_000, 100_000]
+    with tempfile.TemporaryDirectory() as tmp:
+        urls = store_urls(args.stores.split(","), Path(tmp))
+        print(f"## Engine throughput (no-op steps, {WORKERS} workers)\n")
+        print("| shape | steps | runner | seconds | steps/s | vs bare runner |")
+        print("|---|---|---|---|---|---|")
+        for label, shape in (("chain", chain(200)), ("fan-out/fan-in", fan(1000))):
+            n = len(shape)
+            floor = best(lambda s=shape: bare_runner(s), repeats)
+            print(f"| {label} | {n} | bare runner | {floor:.4f} | {n / floor:,.0f} | 1.00 |")
+            for store, url in urls.items():
+                secs = best(lambda u=url, s=shape, lb=label: engine_run(u(), lb.replace("/", "_").replace("-", "_"), s), repeats)
+                print(f"| {label} | {n} | engine/{store} | {secs:.4f} | {n / secs:,.0f} | "
+                      f"{floor / secs:.2f} |")
+        print("\n## Scaling: one layered task (width 100, 2 parents per step)\n")
+        print("| runner | " + " | ".join(f"{s:,} steps µs/step" for s in sizes) + " | ratio largest/1k |")
+        print("|---|" + "---|" * (len(sizes) + 1))
+        for store, url in urls.items():
+            per_step = []
+            for size in sizes:
+                shape = layered(size)
+                reps = 1 if size >= 100_000 else repeats
+                secs = best(lambda u=url, s=shape, z=size: engine_run(u(), f"layered{z}", s), reps)
+                per_step.append(secs / size * 1e6)
+            base = per_step[sizes.index(1_000)]
+            cells = " | ".join(f"{p:.1f}" for p in per_step)
+            print(f"| engine/{store} | {cells} | {per_step[-1] / base:.2f} |")
+    print(f"\npython {sys.version.split()[0]}; each figure is the best of {repeats} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

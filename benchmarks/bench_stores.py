@@ -1,0 +1,88 @@
+"""Micro-benchmark of the builtin stores' write path: create_task and batched apply().
+
+Drives every step of one wide task through enqueue -> start -> complete in batches, as the
+embedded engine does once per orchestration tick, and prints step changes per second. Run:
+
+    python benchmarks/bench_stores.py --steps 20000 --batch 200 [--store sqlite|memory|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tasker_core.builtin.memory_store import MemoryStore
+from tasker_core.builtin.sqlite_store import SQLiteStore
+from tasker_core.models import Step, StepChange, Task
+from tasker_core.protocols import Store
+
+
+def _task(task_id: str, n: int) -> tuple[Task, list[Step]]:
+    task = Task(task_id, "bench", "wide", "1.0.0", "pending", {"n": n}, 1.0, 1.0)
+    steps = [Step(task_id, i, f"step_{i}", "bench.noop", "pending", 3, True) for i in range(n)]
+    return task, steps
+
+
+def bench(make: Callable[[], Store], n: int, batch: int) -> dict[str, float]:
+    """Seconds for create_task(n steps) and step changes/s through apply() in ``batch`` chunks."""
+    store = make()
+    try:
+        task, steps = _task("create", n)
+        started = time.perf_counter()
+        store.create_task(task, steps)
+        create_s = time.perf_counter() - started
+
+        task, steps = _task("apply", n)
+        store.create_task(task, steps)
+        names = [s.name for s in steps]
+        phases: list[Callable[[str], StepChange]] = [
+            lambda s: StepChange("apply", s, "pending", "enqueued"),
+            lambda s: StepChange(
+                "apply", s, "enqueued", "in_progress", lease_owner="w1", lease_expires_at=99.0
+            ),
+            lambda s: StepChange(
+                "apply", s, "in_progress", "complete", results={"ok": True}, expect_attempt=1
+            ),
+        ]
+        changes = 0
+        started = time.perf_counter()
+        for phase in phases:
+            for at in range(0, n, batch):
+                chunk = [phase(s) for s in names[at : at + batch]]
+                applied = store.apply(chunk, now=2.0)
+                if not all(applied):
+                    raise AssertionError("a benchmark change did not apply")
+                changes += len(chunk)
+        apply_s = time.perf_counter() - started
+        return {"create_s": create_s, "changes_per_s": changes / apply_s}
+    finally:
+        store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--store", choices=["sqlite", "memory", "both"], default="both")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        makers: dict[str, Callable[[], Store]] = {
+            "memory": lambda: MemoryStore(record_calls=False),
+            "sqlite": lambda: SQLiteStore(f"sqlite:///{Path(tmp) / 'bench.db'}"),
+        }
+        for name, make in makers.items():
+            if args.store not in (name, "both"):
+                continue
+            result = bench(make, args.steps, args.batch)
+            print(
+                f"{name:7s} steps={args.steps} batch={args.batch} "
+                f"create_task={result['create_s'] * 1000:.0f}ms "
+                f"apply={result['changes_per_s']:,.0f} changes/s"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""tasker-core: dependency-ordered, retried, observable multi-step work, with a Rust core.
+
+The public API is what this module exports; everything else is an implementation detail.
+Plugin authors also use :mod:`tasker_core.plugin` (``hookimpl``) and :mod:`tasker_core.protocols`.
+Names are imported on first use (PEP 562), so ``import tasker_core`` and the CLI start fast and
+importing one submodule never drags in the engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tasker_core.clock import Clock, ManualClock, SystemClock
+    from tasker_core.config import Config, load_config
+    from tasker_core.engine import Engine
+    from tasker_core.errors import (
+        ConfigError,
+        ContextValidationError,
+        CycleError,
+        DuplicateStepError,
+        GraphError,
+        HandlerNotFoundError,
+        InvalidTransitionError,
+        PluginError,
+        SelfDependencyError,
+        StaleStateError,
+        TaskerError,
+        TaskNotFoundError,
+        TemplateError,
+        TemplateNotFoundError,
+        UnknownDependencyError,
+        UnknownStateError,
+    )
+    from tasker_core.fsm import StepState, TaskState
+    from tasker_core.handlers import PermanentError, RetryableError, StepContext, handler
+    from tasker_core.models import (
+        Claim,
+        Event,
+        Step,
+        StepChange,
+        StepError,
+        StepOutcome,
+        Task,
+        TaskChange,
+        TaskRequest,
+        Transition,
+        WorkItem,
+    )
+    from tasker_core.orchestration.finalizer import Action, ExecutionContext, Status
+    from tasker_core.protocols import EventSink, Queue, Store, TemplateFinder
+    from tasker_core.templates import RetryPolicy, StepTemplate, TaskTemplate, load_template_file
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "Action": "tasker_core.orchestration.finalizer",
+    "Claim": "tasker_core.models",
+    "Clock": "tasker_core.clock",
+    "Config": "tasker_core.config",
+    "ConfigError": "tasker_core.errors",
+    "ContextValidationError": "tasker_core.errors",
+    "CycleError": "tasker_core.errors",
+    "DuplicateStepError": "tasker_core.errors",
+    "Engine": "tasker_core.engine",
+    "Event": "tasker_core.models",
+    "EventSink": "tasker_core.protocols",
+    "ExecutionContext": "tasker_core.orchestration.finalizer",
+    "GraphError": "tasker_core.errors",
+    "HandlerNotFoundError": "tasker_core.errors",
+    "InvalidTransitionError": "tasker_core.errors",
+    "ManualClock": "tasker_core.clock",
+    "PermanentError": "tasker_core.handlers",
+    "PluginError": "tasker_core.errors",
+    "Queue": "tasker_core.protocols",
+    "RetryPolicy": "tasker_core.templates",
+    "RetryableError": "tasker_core.handlers",
+    "SelfDependencyError": "tasker_core.errors",
+    "StaleStateError": "tasker_core.errors",
+    "Status": "tasker_core.orchestration.finalizer",
+    "Step": "tasker_core.models",
+    "StepChange": "tasker_core.models",
+    "StepContext": "tasker_core.handlers",
+    "StepError": "tasker_core.models",
+    "StepOutcome": "tasker_core.models",
+    "StepState": "tasker_core.fsm",
+    "StepTemplate": "tasker_core.templates",
+    "Store": "tasker_core.protocols",
+    "SystemClock": "tasker_core.clock",
+    "Task": "tasker_core.models",
+    "TaskChange": "tasker_core.models",
+    "TaskNotFoundError": "tasker_core.errors",
+    "TaskRequest": "tasker_core.models",
+    "TaskState": "tasker_core.fsm",
+    "TaskTemplate": "tasker_core.templates",
+    "TaskerError": "tasker_core.errors",
+    "TemplateError": "tasker_core.errors",
+    "TemplateFinder": "tasker_core.protocols",
+    "TemplateNotFoundError": "tasker_core.errors",
+    "Transition": "tasker_core.models",
+    "UnknownDependencyError": "tasker_core.errors",
+    "UnknownStateError": "tasker_core.errors",
+    "WorkItem": "tasker_core.models",
+    "handler": "tasker_core.handlers",
+    "load_config": "tasker_core.config",
+    "load_template_file": "tasker_core.templates",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tasker_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+__all__ = [
+    "Action",
+    "Claim",
+    "Clock",
+    "Config",
+    "ConfigError",
+    "ContextValidationError",
+    "CycleError",
+    "DuplicateStepError",
+    "Engine",
+    "Event",
+    "EventSink",
+    "ExecutionContext",
+    "GraphError",
+    "HandlerNotFoundError",
+    "InvalidTransitionError",
+    "ManualClock",
+    "PermanentError",
+    "PluginError",
+    "Queue",
+    "RetryPolicy",
+    "RetryableError",
+    "SelfDependencyError",
+    "StaleStateError",
+    "Status",
+    "Step",
+    "StepChange",
+    "StepContext",
+    "StepError",
+    "StepOutcome",
+    "StepState",
+    "StepTemplate",
+    "Store",
+    "SystemClock",
+    "Task",
+    "TaskChange",
+    "TaskNotFoundError",
+    "TaskRequest",
+    "TaskState",
+    "TaskTemplate",
+    "TaskerError",
+    "TemplateError",
+    "TemplateFinder",
+    "TemplateNotFoundError",
+    "Transition",
+    "UnknownDependencyError",
+    "UnknownStateError",
+    "WorkItem",
+    "__version__",
+    "handler",
+    "load_config",
+    "load_template_file",
+]

@@ -1,0 +1,207 @@
+"""The SQLite store's schema: Core Table objects for queries, and the versioned migrations.
+
+Migrations are frozen DDL text, applied in order inside one ``BEGIN IMMEDIATE`` transaction at
+open and recorded in ``tasker_schema_version``; opening an up-to-date database changes nothing, and
+two processes opening a new file at once cannot both migrate it. The Table objects describe the
+latest schema (a test holds them to what the migrations build). A later schema change is a new
+entry at the end of :data:`MIGRATIONS`, never an edit of an old one.
+"""
+
+from __future__ import annotations
+
+import time
+
+from attrs import frozen
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+)
+
+from tasker_core.errors import TaskerError
+
+metadata = MetaData()
+
+schema_version = Table(
+    "tasker_schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", Text, nullable=False),
+    Column("applied_at", Float, nullable=False),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("namespace", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("context", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("idempotency_key", Text, nullable=True, unique=True),
+    Column("started_at", Float),
+    Column("completed_at", Float),
+    Column("wake_at", Float),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("task_id", Text, ForeignKey("tasks.id"), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("handler", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("retryable", Boolean(create_constraint=False), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_retry_at", Float),
+    Column("lease_owner", Text),
+    Column("lease_expires_at", Float),
+    Column("results", Text),
+    Column("error", Text),
+    Column("updated_at", Float, nullable=False),
+    PrimaryKeyConstraint("task_id", "idx"),
+    UniqueConstraint("task_id", "name"),
+)
+
+transitions = Table(
+    "transitions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", Text, ForeignKey("tasks.id"), nullable=False),
+    Column("step", Text),
+    Column("from_state", Text, nullable=False),
+    Column("to_state", Text, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("metadata", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("most_recent", Boolean(create_constraint=False), nullable=False),
+    sqlite_autoincrement=True,
+)
+
+
+@frozen
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "tasks, steps and transitions",
+        (
+            """CREATE TABLE tasks (
+                id TEXT NOT NULL PRIMARY KEY,
+                namespace TEXT NOT NULL,
+                name TEXT NOT NULL,
+                version TEXT NOT NULL,
+                state TEXT NOT NULL,
+                context TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                idempotency_key TEXT UNIQUE,
+                started_at REAL,
+                completed_at REAL,
+                wake_at REAL
+            )""",
+            "CREATE INDEX ix_tasks_created ON tasks (created_at, id)",
+            "CREATE INDEX ix_tasks_state_created ON tasks (state, created_at, id)",
+            """CREATE TABLE steps (
+                task_id TEXT NOT NULL REFERENCES tasks (id),
+                idx INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                handler TEXT NOT NULL,
+                state TEXT NOT NULL,
+                max_attempts INTEGER NOT NULL,
+                retryable BOOLEAN NOT NULL,
+                attempts INTEGER NOT NULL,
+                next_retry_at REAL,
+                lease_owner TEXT,
+                lease_expires_at REAL,
+                results TEXT,
+                error TEXT,
+                updated_at REAL NOT NULL,
+                PRIMARY KEY (task_id, idx),
+                UNIQUE (task_id, name)
+            )""",
+            "CREATE INDEX ix_steps_state_lease ON steps (state, lease_expires_at)",
+            """CREATE TABLE transitions (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                task_id TEXT NOT NULL REFERENCES tasks (id),
+                step TEXT,
+                from_state TEXT NOT NULL,
+                to_state TEXT NOT NULL,
+                event TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                metadata TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                most_recent BOOLEAN NOT NULL
+            )""",
+            "CREATE INDEX ix_transitions_task ON transitions (task_id, id)",
+            # Only current transitions are indexed by record: flipping most_recent stays O(1).
+            "CREATE INDEX ix_transitions_recent ON transitions (task_id, step) "
+            "WHERE most_recent = 1",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+_VERSION_TABLE_DDL = """CREATE TABLE IF NOT EXISTS tasker_schema_version (
+    version INTEGER NOT NULL PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at REAL NOT NULL
+)"""
+
+
+def current_version(conn: Connection) -> int:
+    """The schema version recorded in the database (0 for a new one)."""
+    conn.exec_driver_sql(_VERSION_TABLE_DDL)
+    found = conn.execute(select(func.max(schema_version.c.version))).scalar()
+    return int(found or 0)
+
+
+def migrate(conn: Connection, where: str) -> list[int]:
+    """Apply every migration the database lacks, in order; return the versions applied.
+
+    Runs in the caller's (write) transaction. A database newer than this code is refused, naming
+    ``where`` and both versions, rather than written to with an outdated idea of its schema.
+    """
+    have = current_version(conn)
+    if have > LATEST_VERSION:
+        raise TaskerError(
+            f"{where}: database schema version {have} is newer than this tasker-core supports "
+            f"({LATEST_VERSION}); upgrade tasker-core"
+        )
+    applied: list[int] = []
+    for migration in MIGRATIONS:
+        if migration.version <= have:
+            continue
+        for statement in migration.statements:
+            conn.exec_driver_sql(statement)
+        conn.execute(
+            schema_version.insert().values(
+                version=migration.version,
+                description=migration.description,
+                applied_at=time.time(),
+            )
+        )
+        applied.append(migration.version)
+    return applied

@@ -1,0 +1,130 @@
+"""The one cattrs converter, and strict JSON helpers.
+
+Every record that leaves a process or lands in a database goes through here: domain objects become
+JSON-safe dicts through :data:`converter`, and payloads (contexts, results, metadata) are checked
+to be plain JSON before they are stored, so that what a backend returns is exactly what it was
+given. Results and contexts are JSON; never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from cattrs import Converter
+from cattrs.preconf.json import make_converter as _make_json_converter
+
+__all__ = [
+    "check_json",
+    "configure_converter",
+    "converter",
+    "dumps_json",
+    "loads_json",
+    "make_converter",
+]
+
+
+class _NotJSON(Exception):
+    """Internal: carries the reason and the path (built leaf to root) of a non-JSON value."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: list[str] = []
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _walk(value: object, active: set[int]) -> None:
+    """Raise _NotJSON for the first value (depth first) that JSON cannot hold exactly."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _NotJSON(f"float {value!r} is not JSON-serializable (JSON has no NaN/Infinity)")
+        return
+    if isinstance(value, dict):
+        marker = id(value)
+        if marker in active:
+            raise _NotJSON("circular reference is not JSON-serializable")
+        active.add(marker)
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _NotJSON(
+                    f"dict key {key!r} ({_type_name(key)}) is not a string, as JSON object "
+                    "keys must be"
+                )
+            try:
+                _walk(item, active)
+            except _NotJSON as exc:
+                exc.path.append(f"[{key!r}]")
+                raise
+        active.discard(marker)
+        return
+    if isinstance(value, (list, tuple)):
+        marker = id(value)
+        if marker in active:
+            raise _NotJSON("circular reference is not JSON-serializable")
+        active.add(marker)
+        for index, item in enumerate(value):
+            try:
+                _walk(item, active)
+            except _NotJSON as exc:
+                exc.path.append(f"[{index}]")
+                raise
+        active.discard(marker)
+        return
+    raise _NotJSON(f"{_type_name(value)} is not JSON-serializable")
+
+
+def check_json(value: Any, where: str = "value") -> Any:
+    """Return ``value`` unchanged if it is plain JSON; else TypeError naming the offending path.
+
+    Plain JSON: None, bool, int, finite float, str, lists/tuples and dicts with string keys (no
+    cycles). The message reads like ``results['items'][2]: set is not JSON-serializable``.
+    """
+    try:
+        _walk(value, set())
+    except _NotJSON as exc:
+        path = where + "".join(reversed(exc.path))
+        raise TypeError(f"{path}: {exc.reason}") from None
+    return value
+
+
+def dumps_json(value: Any, where: str = "value") -> str:
+    """Compact JSON text of a plain-JSON value (checked first; see :func:`check_json`)."""
+    check_json(value, where)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def loads_json(text: str | bytes) -> Any:
+    """Parse JSON text (the inverse of :func:`dumps_json`)."""
+    return json.loads(text)
+
+
+def _is_any(tp: Any) -> bool:
+    return tp is Any
+
+
+def configure_converter(conv: Converter) -> None:
+    """Teach ``conv`` tasker's rules: ``JSON``-typed (Any) fields hold plain JSON, never coerced.
+
+    cattrs would otherwise unstructure a set inside a result into a list silently; here it fails
+    with the path of the offending value instead, and structuring passes JSON through untouched.
+    """
+    conv.register_unstructure_hook_func(_is_any, check_json)
+    conv.register_structure_hook_func(_is_any, lambda value, _type: value)
+
+
+def make_converter() -> Converter:
+    """A fresh JSON-preconfigured converter with :func:`configure_converter` applied."""
+    conv = _make_json_converter()
+    configure_converter(conv)
+    return conv
+
+
+converter: Converter = make_converter()
+"""The converter the kernel and builtin backends share (rows and messages to models and back)."""

@@ -1,0 +1,102 @@
+"""Helpers shared by the engine tests: building engines on a controlled clock, and the one
+assertion that every recorded history is a legal path of the spec's state tables."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from tasker_core import Config, Engine, ManualClock
+from tasker_core.fsm import STEP, TASK
+from tasker_core.models import Event, Transition
+from tasker_core.protocols import Store
+from tasker_core.registry import Registry
+from tasker_core.templates import template_from_mapping
+
+
+def make_config(**sections: Mapping[str, Any]) -> Config:
+    data: dict[str, Any] = {
+        "store": {"url": "memory://"},
+        "events": {"sinks": []},
+        "execution": {"max_concurrent_steps": 4, "poll_interval": "50ms"},
+        "backoff": {"base": "1s", "max": "60s", "jitter": 0.0},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    return Config.from_mapping(data)
+
+
+def workflow(
+    name: str,
+    steps: Iterable[Mapping[str, Any]],
+    namespace: str = "test",
+    version: str = "1.0.0",
+    **extra: Any,
+) -> dict[str, Any]:
+    return {"namespace": namespace, "name": name, "version": version, "steps": list(steps), **extra}
+
+
+def make_engine(
+    templates: Iterable[Mapping[str, Any]],
+    handlers: Mapping[str, Callable[..., Any]],
+    *,
+    clock: ManualClock | None = None,
+    store: Store | None = None,
+    **sections: Mapping[str, Any],
+) -> Engine:
+    registry = Registry()
+    for name, fn in handlers.items():
+        registry.register_handler(name, fn)
+    engine = Engine(
+        make_config(**sections),
+        clock=clock if clock is not None else ManualClock(),
+        registry=registry,
+        store=store,
+    )
+    for data in templates:
+        engine.register_template(template_from_mapping(data))
+    return engine
+
+
+def assert_legal_history(transitions: list[Transition], final_states: Mapping[str | None, str]) -> None:
+    """Each record's transitions chain from the initial state through legal moves to its state now.
+
+    ``final_states`` maps step name (None for the task) to its current state.
+    """
+    by_record: dict[str | None, list[Transition]] = defaultdict(list)
+    for t in sorted(transitions, key=lambda t: t.sort_key):
+        by_record[t.step].append(t)
+    for record, current in final_states.items():
+        machine = TASK if record is None else STEP
+        state = "pending"
+        history = by_record.get(record, [])
+        for t in history:
+            assert t.from_state == state, f"{record}: transition from {t.from_state}, was {state}"
+            assert machine.can(t.from_state, t.to_state), f"{record}: illegal {t.from_state}->{t.to_state}"
+            state = t.to_state
+        assert state == current, f"{record}: history ends in {state}, record says {current}"
+        if history:
+            assert [t.most_recent for t in history] == [False] * (len(history) - 1) + [True]
+    keys = [t.sort_key for t in transitions]
+    assert len(set(keys)) == len(keys), "sort keys must be unique"
+
+
+def check_task_history(engine: Engine, task_id: str) -> None:
+    task = engine.get_task(task_id)
+    finals: dict[str | None, str] = {None: task.state}
+    finals.update({s.name: s.state for s in engine.get_steps(task_id)})
+    assert_legal_history(engine.transitions(task_id), finals)
+
+
+class Recorder:
+    """Collects events from ``engine.subscribe``."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    def names(self, step: str | None = None) -> list[str]:
+        return [e.name for e in self.events if step is None or e.data.get("step") == step]
