@@ -13,7 +13,7 @@ __all__ = ["CONFIG_KEYS", "STARTER_FILES", "config_text", "write_starter"]
 
 # (section, key, default written as YAML, explanation). Keys left commented out in the file.
 CONFIG_KEYS: tuple[tuple[str, str, str, str], ...] = (
-    ("store", "url", "sqlite:///./.tasker/tasker.db", "where tasks are persisted (scheme = backend)"),
+    ("store", "url", "sqlite:///./.tasker/tasker.db", "where tasks are stored (scheme = backend)"),
     ("store", "pool_size", "5", "connections the store may hold open"),
     ("store", "busy_timeout", "5s", "how long a write waits for a locked database"),
     ("store", "options", "{}", "backend-specific settings, passed through"),

@@ -52,7 +52,9 @@ class Progress:
             for task in tasks:
                 steps = engine.get_steps(task.id)
                 self._tasks[task.id] = _TaskProgress(
-                    task.name, len(steps), {s.name for s in steps if s.state in SATISFIED},
+                    task.name,
+                    len(steps),
+                    {s.name for s in steps if s.state in SATISFIED},
                     task.state,
                 )
         if not self._unsubscribe:

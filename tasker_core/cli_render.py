@@ -28,6 +28,7 @@ __all__ = [
     "graph_data",
     "human_duration",
     "plugin_dict",
+    "plural",
     "task_detail",
     "task_summary",
     "to_dot",
@@ -92,11 +93,15 @@ def human_duration(seconds: float | None) -> str:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
         return f"{seconds:.2f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _timestamp(value: float | None) -> str:
@@ -207,10 +212,13 @@ def write_json(out: TextIO, data: Any) -> None:
 
 
 def _attempts(step: Mapping[str, Any]) -> str:
-    n = int(step["attempts"])
-    text = f"{n} attempt" + ("" if n == 1 else "s")
-    if step["state"] == StepState.ERROR and step["error"] is not None:
-        text += f" of {step['max_attempts']}"
+    text = plural(int(step["attempts"]), "attempt")
+    error = step["error"]
+    if step["state"] == StepState.ERROR and error is not None:
+        if step["retryable"] and error["retryable"]:
+            text += f" of {step['max_attempts']}"
+        else:
+            text += ", not retryable"
     return text
 
 
@@ -223,7 +231,7 @@ def format_detail(detail: Mapping[str, Any], style: Style) -> str:
         + (f"  ({human_duration(detail['duration'])})" if detail["duration"] is not None else ""),
         f"  created   {_timestamp(detail['created_at'])}",
         f"  steps     {detail['steps_done']}/{detail['steps_total']} done, "
-        f"{detail['attempts']} attempts",
+        f"{plural(detail['attempts'], 'attempt')}",
     ]
     execution = detail.get("execution")
     if execution is not None and state not in _FINAL_TASK_STATES:
@@ -330,18 +338,23 @@ def graph_data(task: Task, steps: Sequence[Step], template: TaskTemplate) -> dic
 
 
 def to_mermaid(graph: Mapping[str, Any]) -> str:
-    """A Mermaid flowchart; each step is classed (and so coloured) by its state."""
+    """A Mermaid flowchart; each step is classed (and so coloured) by its state.
+
+    Node ids are positional (``s0``, ``s1`` ...) because a step may be called ``end`` or
+    ``class``, which Mermaid reserves; the label carries the name.
+    """
+    ids = {str(node["name"]): f"s{i}" for i, node in enumerate(graph["nodes"])}
     lines = [f"%% {graph['workflow']} task {graph['task_id']} ({graph['state']})", "flowchart TD"]
     for node in graph["nodes"]:
-        lines.append(f"    {node['name']}[\"{node['name']}<br/><small>{node['state']}</small>\"]")
+        lines.append(f'    {ids[node["name"]]}["{node["name"]}<br/>{node["state"]}"]')
     for edge in graph["edges"]:
-        lines.append(f"    {edge['from']} --> {edge['to']}")
+        lines.append(f"    {ids[edge['from']]} --> {ids[edge['to']]}")
     used = sorted({str(node["state"]) for node in graph["nodes"]})
     for state in used:
-        lines.append(f"    classDef {state} fill:{_FILL.get(state, '#ffffff')},stroke:#555")
+        lines.append(f"    classDef state_{state} fill:{_FILL.get(state, '#ffffff')},stroke:#555")
     for state in used:
-        members = ",".join(n["name"] for n in graph["nodes"] if n["state"] == state)
-        lines.append(f"    class {members} {state}")
+        members = ",".join(ids[n["name"]] for n in graph["nodes"] if n["state"] == state)
+        lines.append(f"    class {members} state_{state}")
     return "\n".join(lines)
 
 

@@ -56,7 +56,8 @@ class StepContext:
     """The step's ``config`` mapping from the template."""
     dependencies: Mapping[str, JSON]
     """Results of the steps this step depends on, by step name."""
-    logger: logging.Logger
+    logger: logging.LoggerAdapter[logging.Logger]
+    """Logger ``tasker.step``; records carry ``task_id`` and ``step`` as extra attributes."""
     _publish: Publisher
 
     def result_of(self, step: str) -> JSON:

@@ -184,7 +184,6 @@ class TaskTemplate:
     def __attrs_post_init__(self) -> None:
         if not self.steps:
             raise TemplateError(f"{self.key}: a template needs at least one step")
-        names = [step.name for step in self.steps]
         try:
             build_graph([(step.name, list(step.depends_on)) for step in self.steps])
         except GraphError as exc:

@@ -104,7 +104,7 @@ def ship_order(ctx: StepContext) -> dict[str, Any]:
     carrier, days = ("letterpost", 4) if grams <= 500 else ("parcel", 2)
     if grams > 5000:
         carrier, days = "freight", 5
-    order_id = ctx.result_of("validate_order")["order_id"]
+    order_id = str(ctx.context["order_id"])
     return {
         "shipment_id": _ref("shp", order_id, charge["charge_id"]),
         "carrier": carrier,

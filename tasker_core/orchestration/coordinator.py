@@ -56,6 +56,7 @@ from tasker_core.solver import WorkflowGraph
 from tasker_core.templates import TaskTemplate
 
 log = logging.getLogger("tasker.coordinator")
+_step_log = logging.getLogger("tasker.step")
 
 Key = tuple[str, str]
 Effect = Callable[[bool], None]
@@ -393,14 +394,13 @@ class Coordinator:
             self.queue.enqueue(items)
         free = self._max_in_flight - len(self._in_flight)
         claims = self.queue.claim(self.owner, free, self._lease, now) if free > 0 else []
-        started: list[tuple[TaskRun, StepView, Claim]] = []
         for claim in claims:
-            run = self.runs.get(claim.item.task_id)
-            view = run.by_name.get(claim.item.step) if run is not None else None
-            if run is None or view is None:
+            owner_run = self.runs.get(claim.item.task_id)
+            claimed = owner_run.by_name.get(claim.item.step) if owner_run is not None else None
+            if owner_run is None or claimed is None:
                 self.queue.ack([claim])  # the task went away (cancelled, finished elsewhere)
                 continue
-            started.append((run, view, claim))
+            run, view = owner_run, claimed
             changes.append(
                 StepChange(
                     run.task_id, view.name, ENQUEUED, IN_PROGRESS,
@@ -455,8 +455,8 @@ class Coordinator:
             context=task.context,
             step_config=view.config,
             dependencies=run.dependency_results(view),
-            logger=logging.getLogger(f"tasker.step.{task.namespace}.{task.name}.{view.name}"),
-            publish=lambda name, payload, r=run, s=view.name: self._custom_event(r, s, name, payload),
+            logger=logging.LoggerAdapter(_step_log, {"task_id": task.id, "step": view.name}),
+            publish=functools.partial(self._custom_event, run, view.name),
         )
         job = Job(task.id, view.name, view.attempts, view.fn, ctx, view.timeout, started_at=now)
         self._in_flight[(task.id, view.name)] = _InFlight(run, view, job, claim)

@@ -3,6 +3,7 @@ reference model alike (each test runs once per implementation)."""
 
 from __future__ import annotations
 
+import random
 import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,7 +48,7 @@ any_graph = st.one_of(dags(max_steps=40), shapes(), big_dags(max_steps=200))
 
 
 @GRAPHS
-@given(graph=dags(max_steps=40, max_parents=4), data=st.data())
+@given(graph=dags(max_steps=24, max_parents=4), data=st.data())
 @settings(suppress_health_check=SLOW)
 def test_a_ready_step_may_run_and_its_parents_are_satisfied(
     build: Builder, graph: Graph, data: st.DataObject
@@ -119,10 +120,10 @@ def test_completing_in_topological_order_unblocks_every_step_exactly_once(
 
 
 @GRAPHS
-@given(graph=any_graph, data=st.data())
+@given(graph=any_graph, rng=st.randoms(use_true_random=True))
 @settings(suppress_health_check=SLOW)
 def test_running_by_readiness_completes_every_step_once(
-    build: Builder, graph: Graph, data: st.DataObject
+    build: Builder, graph: Graph, rng: random.Random
 ) -> None:
     """Repeatedly complete any one ready step: every step completes, each once, parents first."""
     g = build(*graph)
@@ -131,7 +132,7 @@ def test_running_by_readiness_completes_every_step_once(
     fixed = ([0] * n, [1] * n, [False] * n, [0.0] * n, [False] * n)
     done: list[int] = []
     while ready := g.ready(states, *fixed, 0.0):
-        step = ready[data.draw(st.integers(0, len(ready) - 1))] if n < 60 else ready[-1]
+        step = rng.choice(ready)
         assert all(states[p] == COMPLETE for p in g.parents(step))
         states[step] = COMPLETE
         done.append(step)

@@ -3,7 +3,7 @@
 The native tables are generated from the spec when the extension is built, so editing the spec
 without rebuilding leaves a stale module. These tests name the drifting entry and say to rebuild.
 The last test shows the generation really follows the file: it runs the same generator the build
-script uses (tasker-fsm's `spec_tables` example, which compiles build/tables.rs) on an edited
+script uses (tasker-fsm's `spec_tables` example, which compiles codegen/tables.rs) on an edited
 copy of the spec.
 """
 

@@ -461,3 +461,72 @@ def test_lease_of_a_dead_worker_is_reclaimed_and_the_attempt_counted() -> None:
     lost = [t for t in second.transitions(task.id) if t.step == "a" and t.to_state == "error"]
     assert lost and lost[0].reason == "lease lost"
     check_task_history(second, task.id)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    fails=st.lists(st.integers(0, 4), min_size=1, max_size=6),
+    max_attempts=st.integers(1, 4),
+    base=st.sampled_from([0.5, 1.0, 3.0]),
+)
+def test_retry_budget_and_schedule_hold_for_any_failure_pattern(
+    fails: list[int], max_attempts: int, base: float
+) -> None:
+    """Step i fails its first fails[i] attempts: it completes iff fails[i] < max_attempts, after
+    exactly min(fails[i] + 1, max_attempts) attempts, each retry base*2**(n-1) after failure n."""
+    clock = ManualClock()
+    starts: dict[str, list[float]] = {}
+    lock = threading.Lock()
+    names = [f"s{i}" for i in range(len(fails))]
+    budget = dict(zip(names, fails, strict=True))
+
+    def run(ctx: StepContext) -> int:
+        with lock:
+            starts.setdefault(ctx.step, []).append(clock.now())
+        if ctx.attempt <= budget[ctx.step]:
+            raise RuntimeError(f"planned failure {ctx.attempt}")
+        return ctx.attempt
+
+    retry = {"max_attempts": max_attempts, "backoff": {"base": base, "max": "1h"}}
+    engine = make_engine(
+        [workflow("budget", steps_of({n: [] for n in names}, handler="t.run", retry=retry))],
+        {"t.run": run}, clock=clock,
+    )
+    task = engine.run(TaskRequest("test", "budget"))
+    steps = {s.name: s for s in engine.get_steps(task.id)}
+    for name, n_fail in budget.items():
+        step = steps[name]
+        assert step.attempts == min(n_fail + 1, max_attempts)
+        assert step.state == (StepState.COMPLETE if n_fail < max_attempts else StepState.ERROR)
+        gaps = [b - a for a, b in zip(starts[name], starts[name][1:], strict=False)]
+        # a retry never comes early; with other steps sleeping on the same clock it may come late
+        for n, gap in enumerate(gaps, start=1):
+            assert gap >= base * 2 ** (n - 1) - 1e-9
+    expected = TaskState.COMPLETE if all(f < max_attempts for f in fails) else TaskState.ERROR
+    assert task.state == expected
+    check_task_history(engine, task.id)
+    engine.close()
+
+
+def test_an_expired_lease_is_reclaimed_even_when_its_owner_is_unknown() -> None:
+    from tasker_core.builtin.memory_store import MemoryStore
+
+    store = MemoryStore()
+    clock = ManualClock()
+    templates = [workflow("exp", steps_of({"a": []}))]
+    first = make_engine(templates, {"t.echo": echo}, store=store, clock=clock)
+    task = first.submit(TaskRequest("test", "exp"))
+    other_host = "some-other-host:1234:abcd"
+    store.apply(
+        [
+            StepChange(task.id, "a", "pending", "enqueued"),
+            StepChange(task.id, "a", "enqueued", "in_progress", lease_owner=other_host,
+                       lease_expires_at=clock.now() + 30),
+        ],
+        clock.now(),
+    )
+    clock.advance(31)
+    second = make_engine(templates, {"t.echo": echo}, store=store, clock=clock)
+    [done] = second.resume()
+    assert done.state == TaskState.COMPLETE
+    assert second.get_steps(task.id)[0].attempts == 2

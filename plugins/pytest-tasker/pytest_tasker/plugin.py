@@ -21,7 +21,7 @@ PROFILE_ENV = "HYPOTHESIS_PROFILE"
 settings.register_profile("dev", max_examples=100, deadline=timedelta(seconds=1))
 settings.register_profile(
     "ci",
-    max_examples=400,
+    max_examples=300,
     deadline=None,
     derandomize=True,
     database=None,

@@ -8,6 +8,9 @@ fast native implementation to it.
 
 The state tables come from spec text (TOML), never from native logic: pass the text explicitly,
 or let the model read the text embedded in the installed native module.
+
+Out of scope: integers that do not fit 64 bits where the native binding takes a step index, a
+state code or an attempt (it raises OverflowError before any semantics apply).
 """
 
 from __future__ import annotations
@@ -427,9 +430,9 @@ def backoff_delay(
     _u64("seed", seed)
     if attempt < 1:
         raise ValueError(f"attempt must be >= 1, got {attempt}")
-    if base < 0:
+    if not base >= 0.0:  # written this way round so that NaN is rejected too
         raise ValueError(f"base must be >= 0, got {base}")
-    if max_delay < 0:
+    if not max_delay >= 0.0:
         raise ValueError(f"max_delay must be >= 0, got {max_delay}")
     if not 0.0 <= jitter <= 1.0:
         raise ValueError(f"jitter must be within [0, 1], got {jitter}")

@@ -72,10 +72,10 @@ pub fn backoff_delay(
     if attempt < 1 {
         return Err(BackoffError::Attempt(attempt));
     }
-    if !(policy.base >= 0.0) {
+    if policy.base.is_nan() || policy.base < 0.0 {
         return Err(BackoffError::Base(policy.base));
     }
-    if !(policy.max_delay >= 0.0) {
+    if policy.max_delay.is_nan() || policy.max_delay < 0.0 {
         return Err(BackoffError::MaxDelay(policy.max_delay));
     }
     if !(0.0..=1.0).contains(&policy.jitter) {

@@ -2,6 +2,9 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::OnceLock;
+
+use rustc_hash::FxBuildHasher;
 
 use crate::error::{GraphError, IndexError};
 
@@ -12,7 +15,8 @@ use crate::error::{GraphError, IndexError};
 #[derive(Debug, Clone)]
 pub struct WorkflowGraph {
     names: Vec<String>,
-    index: HashMap<String, u32>,
+    /// Built on the first `index` call: construction itself only borrows the names.
+    index: OnceLock<HashMap<String, u32, FxBuildHasher>>,
     parent_offsets: Vec<u32>,
     parents: Vec<u32>,
     child_offsets: Vec<u32>,
@@ -71,7 +75,7 @@ impl WorkflowGraph {
         let (child_offsets, children) = transpose(n, &parent_offsets, &parents);
         let mut graph = WorkflowGraph {
             names,
-            index,
+            index: OnceLock::new(),
             parent_offsets,
             parents,
             child_offsets,
@@ -114,7 +118,14 @@ impl WorkflowGraph {
 
     /// Index of the step called `name`.
     pub fn index(&self, name: &str) -> Option<usize> {
-        self.index.get(name).map(|&i| i as usize)
+        let index = self.index.get_or_init(|| {
+            let mut index = HashMap::with_capacity_and_hasher(self.len(), FxBuildHasher);
+            for (i, name) in self.names.iter().enumerate() {
+                index.insert(name.clone(), to_u32(i));
+            }
+            index
+        });
+        index.get(name).map(|&i| i as usize)
     }
 
     /// The steps `step` depends on, ascending.
@@ -212,10 +223,12 @@ impl WorkflowGraph {
     }
 }
 
-fn index_names(names: &[String]) -> Result<HashMap<String, u32>, GraphError> {
-    let mut index = HashMap::with_capacity(names.len());
+type NameIndex<'a> = HashMap<&'a str, u32, FxBuildHasher>;
+
+fn index_names(names: &[String]) -> Result<NameIndex<'_>, GraphError> {
+    let mut index = HashMap::with_capacity_and_hasher(names.len(), FxBuildHasher);
     for (i, name) in names.iter().enumerate() {
-        if index.insert(name.clone(), to_u32(i)).is_some() {
+        if index.insert(name.as_str(), to_u32(i)).is_some() {
             return Err(GraphError::DuplicateStep { step: name.clone() });
         }
     }
@@ -224,7 +237,7 @@ fn index_names(names: &[String]) -> Result<HashMap<String, u32>, GraphError> {
 
 fn resolve_dependencies<D, S>(
     names: &[String],
-    index: &HashMap<String, u32>,
+    index: &NameIndex<'_>,
     dependencies: &[D],
 ) -> Result<Listed, GraphError>
 where

@@ -5,7 +5,7 @@
 //! generated tables follow the file. Names, not codes, so the output is easy to compare.
 
 #[allow(dead_code)]
-#[path = "../build/tables.rs"]
+#[path = "../codegen/tables.rs"]
 mod tables;
 
 use serde_json::{json, Map, Value};

@@ -1,10 +1,10 @@
-//! The table generator (build/tables.rs) on the real spec and on edited copies of it.
+//! The table generator (codegen/tables.rs) on the real spec and on edited copies of it.
 //!
 //! The build script and these tests compile the same source file, so an edited spec string shows
 //! exactly what the build would generate from it, without rebuilding the crate.
 
 #[allow(dead_code)]
-#[path = "../build/tables.rs"]
+#[path = "../codegen/tables.rs"]
 mod tables;
 
 use tasker_fsm::{StateMachine, SPEC_DIGEST, SPEC_STATES_TOML, STEP, TASK};
