@@ -36,8 +36,16 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".", external=True)
     session.run("cargo", "fmt", "--check", "--manifest-path", CARGO_MANIFEST, external=True)
     session.run(
-        "cargo", "clippy", "--quiet", "--all-targets", "--manifest-path", CARGO_MANIFEST,
-        "--", "-D", "warnings", external=True,
+        "cargo",
+        "clippy",
+        "--quiet",
+        "--all-targets",
+        "--manifest-path",
+        CARGO_MANIFEST,
+        "--",
+        "-D",
+        "warnings",
+        external=True,
     )
 
 

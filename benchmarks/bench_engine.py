@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import threading
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -110,7 +110,9 @@ def engine_run(store_url: str, name: str, shape: Shape) -> float:
     engine = make_engine(store_url)
     steps = [{"name": n, "handler": "bench.noop", "depends_on": d} for n, d in shape.items()]
     engine.register_template(
-        template_from_mapping({"namespace": "bench", "name": name, "version": "1.0.0", "steps": steps})
+        template_from_mapping(
+            {"namespace": "bench", "name": name, "version": "1.0.0", "steps": steps}
+        )
     )
     t0 = time.perf_counter()
     task = engine.run(TaskRequest("bench", name))
@@ -150,11 +152,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             floor = best(lambda s=shape: bare_runner(s), repeats)
             print(f"| {label} | {n} | bare runner | {floor:.4f} | {n / floor:,.0f} | 1.00 |")
             for store, url in urls.items():
-                secs = best(lambda u=url, s=shape, lb=label: engine_run(u(), lb.replace("/", "_").replace("-", "_"), s), repeats)
-                print(f"| {label} | {n} | engine/{store} | {secs:.4f} | {n / secs:,.0f} | "
-                      f"{floor / secs:.2f} |")
+                secs = best(
+                    lambda u=url, s=shape, lb=label: engine_run(
+                        u(), lb.replace("/", "_").replace("-", "_"), s
+                    ),
+                    repeats,
+                )
+                print(
+                    f"| {label} | {n} | engine/{store} | {secs:.4f} | {n / secs:,.0f} | "
+                    f"{floor / secs:.2f} |"
+                )
         print("\n## Scaling: one layered task (width 100, 2 parents per step)\n")
-        print("| runner | " + " | ".join(f"{s:,} steps µs/step" for s in sizes) + " | ratio largest/1k |")
+        print(
+            "| runner | "
+            + " | ".join(f"{s:,} steps µs/step" for s in sizes)
+            + " | ratio largest/1k |"
+        )
         print("|---|" + "---|" * (len(sizes) + 1))
         for store, url in urls.items():
             per_step = []

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         UnknownDependencyError,
         UnknownStateError,
     )
-    from tasker_core.fsm import StepState, TaskState
+    from tasker_core.fsm import SPEC_EVENTS_TOML, SPEC_STATES_TOML, StepState, TaskState
     from tasker_core.handlers import PermanentError, RetryableError, StepContext, handler
     from tasker_core.models import (
         Claim,
@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
+    "SPEC_EVENTS_TOML": "tasker_core.fsm",
+    "SPEC_STATES_TOML": "tasker_core.fsm",
     "Action": "tasker_core.orchestration.finalizer",
     "Claim": "tasker_core.models",
     "Clock": "tasker_core.clock",
@@ -120,7 +122,10 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(__all__)
 
+
 __all__ = [
+    "SPEC_EVENTS_TOML",
+    "SPEC_STATES_TOML",
     "Action",
     "Claim",
     "Clock",

@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import importlib
 import json
-import logging
 import os
 import re
 import sys
@@ -31,6 +30,7 @@ from typing import Any, NoReturn, TextIO, TypeVar
 
 from tasker_core import __version__
 from tasker_core.cli_init import write_starter
+from tasker_core.cli_logging import configure_logging
 from tasker_core.cli_progress import Progress
 from tasker_core.cli_render import (
     Style,
@@ -48,7 +48,7 @@ from tasker_core.cli_render import (
     to_mermaid,
     write_json,
 )
-from tasker_core.config import Config, load_config
+from tasker_core.config import load_config
 from tasker_core.engine import ACTIVE_TASK_STATES, Engine
 from tasker_core.errors import StaleStateError, TaskerError, TemplateNotFoundError
 from tasker_core.fsm import StepState, TaskState
@@ -244,53 +244,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-# --- logging -----------------------------------------------------------------------------------
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": record.created,
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-_log_handler: logging.Handler | None = None
-
-
-def configure_logging(config: Config, verbose: int) -> None:
-    """tasker's loggers to stderr. Quiet by default (the command reports outcomes itself):
-    warnings only, and task events only when they are errors; ``-v`` applies the configured
-    ``logging.level``, ``-vv`` DEBUG."""
-    global _log_handler
-    root = logging.getLogger("tasker")
-    if _log_handler is not None:
-        root.removeHandler(_log_handler)
-    handler = logging.StreamHandler(sys.stderr)
-    if config.logging.format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.propagate = False
-    _log_handler = handler
-    events = logging.getLogger("tasker.events")
-    if verbose >= 2:
-        root.setLevel(logging.DEBUG)
-        events.setLevel(logging.NOTSET)
-    elif verbose == 1:
-        root.setLevel(config.logging.level)
-        events.setLevel(logging.NOTSET)
-    else:
-        root.setLevel(max(logging.WARNING, logging.getLevelName(config.logging.level)))
-        events.setLevel(logging.ERROR)
 
 
 # --- the commands ------------------------------------------------------------------------------
@@ -603,9 +556,8 @@ def register_templates(engine: Engine, path: Path) -> None:
 
 
 def _message(exc: BaseException) -> str:
-    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
     notes = getattr(exc, "__notes__", [])
-    return "; ".join([str(text) or type(exc).__name__, *notes])
+    return "; ".join([str(exc) or type(exc).__name__, *notes])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -641,7 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"tasker: error: {_message(exc)}", file=sys.stderr)
         return EXIT_FAILED
-    except (TaskerError, ValueError, LookupError, OSError) as exc:
+    except (TaskerError, UsageError, OSError) as exc:
+        # What the user can fix. Anything else is a bug: its traceback is the useful report.
         if args.debug:
             raise
         print(f"tasker: error: {_message(exc)}", file=sys.stderr)

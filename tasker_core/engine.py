@@ -55,17 +55,23 @@ class Engine:
         self.plugins = plugins if plugins is not None else PluginHost.create()
         self.plugins.configure(self.config)
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.store = store if store is not None else self.plugins.make_store(
-            self.config.store.url, self.config
+        self.store = (
+            store
+            if store is not None
+            else self.plugins.make_store(self.config.store.url, self.config)
         )
-        self.queue = queue if queue is not None else self.plugins.make_queue(
-            self.config.queue.url, self.config
+        self.queue = (
+            queue
+            if queue is not None
+            else self.plugins.make_queue(self.config.queue.url, self.config)
         )
         ev = self.config.events
         if sinks is None:
             sinks = self.plugins.make_sinks(list(ev.sinks), self.config)
         self.bus = EventBus(
-            sinks, buffer_size=ev.buffer_size, batch_size=ev.batch_size,
+            sinks,
+            buffer_size=ev.buffer_size,
+            batch_size=ev.batch_size,
             flush_interval=ev.flush_interval,
         )
         self.registry = registry if registry is not None else Registry()
@@ -78,9 +84,15 @@ class Engine:
         self._background: threading.Thread | None = None
         self._stop = threading.Event()
         self.coordinator = Coordinator(
-            store=self.store, queue=self.queue, bus=self.bus, clock=self.clock,
-            config=self.config, owner=self.owner, template_for=self._template_of,
-            graph_for=self._graph_of, handler_for=self._handler,
+            store=self.store,
+            queue=self.queue,
+            bus=self.bus,
+            clock=self.clock,
+            config=self.config,
+            owner=self.owner,
+            template_for=self._template_of,
+            graph_for=self._graph_of,
+            handler_for=self._handler,
         )
 
     # -- templates and handlers -------------------------------------------------------------
@@ -170,7 +182,9 @@ class Engine:
             return request.idempotency_key
         material = json.dumps(
             [template.namespace, template.name, template.version, request.context],
-            sort_keys=True, separators=(",", ":"), default=str,
+            sort_keys=True,
+            separators=(",", ":"),
+            default=str,
         )
         return "sha256:" + hashlib.sha256(material.encode()).hexdigest()
 
@@ -198,7 +212,9 @@ class Engine:
     def _done(self, task_id: str) -> bool:
         return task_id not in self.coordinator.runs and self.coordinator.idle_commands()
 
-    def _drive_until(self, until: Callable[[], bool], timeout: float | None, task_id: str | None) -> None:
+    def _drive_until(
+        self, until: Callable[[], bool], timeout: float | None, task_id: str | None
+    ) -> None:
         if self._background is not None:
             if task_id is not None:
                 self.coordinator.wait_finished(task_id, timeout)
@@ -244,8 +260,9 @@ class Engine:
         cancellable = (StepState.PENDING, StepState.ENQUEUED, StepState.ERROR)
         for step in self.store.get_steps(task_id):
             if step.state in cancellable:
-                changes.append(StepChange(task_id, step.name, step.state, StepState.CANCELLED,
-                                          reason=reason))
+                changes.append(
+                    StepChange(task_id, step.name, step.state, StepState.CANCELLED, reason=reason)
+                )
         return self._manual(task, changes, reason)
 
     def retry(self, task_id: str, reason: str = "manual retry") -> Task:
@@ -256,8 +273,16 @@ class Engine:
         for step in self.store.get_steps(task_id):
             if step.state == StepState.ERROR:
                 budget = template.steps[step.index].retry.max_attempts if step.retryable else 1
-                changes.append(StepChange(task_id, step.name, step.state, StepState.ENQUEUED,
-                                          reason=reason, max_attempts=step.attempts + budget))
+                changes.append(
+                    StepChange(
+                        task_id,
+                        step.name,
+                        step.state,
+                        StepState.ENQUEUED,
+                        reason=reason,
+                        max_attempts=step.attempts + budget,
+                    )
+                )
         return self._manual(task, changes, reason)
 
     def resolve(
@@ -277,11 +302,20 @@ class Engine:
         current = {s.name: s for s in self.store.get_steps(task_id)}
         if step not in current:
             raise KeyError(f"task {task_id} has no step {step!r} (steps: {', '.join(current)})")
-        changes = [StepChange(task_id, step, current[step].state, StepState.RESOLVED_MANUALLY,
-                              reason=reason, results=results)]
+        changes = [
+            StepChange(
+                task_id,
+                step,
+                current[step].state,
+                StepState.RESOLVED_MANUALLY,
+                reason=reason,
+                results=results,
+            )
+        ]
         if task.state == TaskState.ERROR:
-            changes.append(TaskChange(task_id, task.state, TaskState.PENDING,
-                                      f"step {step} resolved manually"))
+            changes.append(
+                TaskChange(task_id, task.state, TaskState.PENDING, f"step {step} resolved manually")
+            )
         return self._manual(task, changes, reason)
 
     def _manual(self, task: Task, changes: list[Change], reason: str) -> Task:
@@ -327,7 +361,9 @@ class Engine:
         task = self.store.get_task(task_id)
         graph = self._graph_of(self._template_of(task))
         return context_from_steps(
-            self.store.get_steps(task_id), graph, self.clock.now(),
+            self.store.get_steps(task_id),
+            graph,
+            self.clock.now(),
             stop_on_failure=self.config.execution.on_failure == "stop",
         )
 
@@ -344,10 +380,19 @@ class Engine:
         return self.bus.stats()
 
     def _emit(self, task: Task, name: str, **data: JSON) -> None:
-        self.bus.emit([
-            self.bus.make(name, task_id=task.id, namespace=task.namespace, workflow=task.name,
-                          version=task.version, time=self.clock.now(), **data)
-        ])
+        self.bus.emit(
+            [
+                self.bus.make(
+                    name,
+                    task_id=task.id,
+                    namespace=task.namespace,
+                    workflow=task.name,
+                    version=task.version,
+                    time=self.clock.now(),
+                    **data,
+                )
+            ]
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 

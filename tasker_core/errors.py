@@ -92,7 +92,11 @@ class TemplateError(TaskerError, ValueError):
     """A workflow template is invalid: names file:line:column where the source has one."""
 
     def __init__(
-        self, message: str, file: str | None = None, line: int | None = None, column: int | None = None
+        self,
+        message: str,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
     ) -> None:
         self.file = file
         self.line = line

@@ -17,6 +17,8 @@ from tasker_core.errors import UnknownStateError
 
 __all__ = [
     "SATISFIED_STEP_STATES",
+    "SPEC_EVENTS_TOML",
+    "SPEC_STATES_TOML",
     "STEP",
     "TASK",
     "TERMINAL_STEP_STATES",
@@ -26,6 +28,12 @@ __all__ = [
     "TaskState",
     "spec_tables",
 ]
+
+
+SPEC_STATES_TOML: str = _native.SPEC_STATES_TOML
+"""The spec/states.toml this build was made from (public, so plugins need not touch _native)."""
+SPEC_EVENTS_TOML: str = _native.SPEC_EVENTS_TOML
+"""The event catalogue, spec/events.toml, this build was made from."""
 
 
 class TaskState(enum.StrEnum):

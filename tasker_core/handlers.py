@@ -66,7 +66,9 @@ class StepContext:
             return self.dependencies[step]
         except KeyError:
             known = ", ".join(sorted(self.dependencies)) or "none"
-            raise KeyError(f"step {self.step!r} has no dependency {step!r} (known: {known})") from None
+            raise KeyError(
+                f"step {self.step!r} has no dependency {step!r} (known: {known})"
+            ) from None
 
     def publish(self, name: str, payload: JSON = None) -> None:
         """Emit a custom event ``custom.<name>`` carrying ``payload`` (JSON)."""

@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from tasker_core.models import Claim, Event, Step, StepChange, Task, TaskChange, Transition, WorkItem
+from tasker_core.models import (
+    Claim,
+    Event,
+    Step,
+    StepChange,
+    Task,
+    TaskChange,
+    Transition,
+    WorkItem,
+)
 
 if TYPE_CHECKING:
     from tasker_core.templates import TaskTemplate
@@ -58,7 +67,7 @@ class Store(Protocol):
         ...
 
     def apply(self, changes: Sequence[Change], now: float) -> list[bool]:
-        """Apply a batch of task and step changes in ONE transaction; per change, whether it applied.
+        """Apply a batch of task and step changes in ONE transaction; say which ones applied.
 
         Before writing anything, every change is checked against the state table:
         an illegal (from, to) raises ``InvalidTransitionError`` and nothing of the batch is written;
@@ -75,7 +84,7 @@ class Store(Protocol):
     def heartbeat(
         self, task_id: str, steps: Sequence[str], owner: str, expires_at: float
     ) -> list[bool]:
-        """Extend the leases ``owner`` holds on ``steps`` (still ``in_progress`` and owned by it)."""
+        """Extend the leases ``owner`` holds on ``steps`` (those still ``in_progress``, owned by it)."""
         ...
 
     def expired_leases(self, now: float, limit: int) -> list[Step]:

@@ -19,6 +19,7 @@ __all__ = [
     "check_json",
     "configure_converter",
     "converter",
+    "copy_json",
     "dumps_json",
     "loads_json",
     "make_converter",
@@ -78,6 +79,70 @@ def _walk(value: object, active: set[int]) -> None:
         active.discard(marker)
         return
     raise _NotJSON(f"{_type_name(value)} is not JSON-serializable")
+
+
+def _copy(value: Any, active: set[int]) -> Any:
+    """A normalized deep copy (what a JSON round trip gives back); _NotJSON like :func:`_walk`."""
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is bool:
+        return value
+    if kind is dict:
+        marker = id(value)
+        if marker in active:
+            raise _NotJSON("circular reference is not JSON-serializable")
+        active.add(marker)
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _NotJSON(
+                    f"dict key {key!r} ({_type_name(key)}) is not a string, as JSON object "
+                    "keys must be"
+                )
+            try:
+                out[str(key)] = _copy(item, active)
+            except _NotJSON as exc:
+                exc.path.append(f"[{key!r}]")
+                raise
+        active.discard(marker)
+        return out
+    if kind is list or kind is tuple:
+        marker = id(value)
+        if marker in active:
+            raise _NotJSON("circular reference is not JSON-serializable")
+        active.add(marker)
+        items: list[Any] = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_copy(item, active))
+            except _NotJSON as exc:
+                exc.path.append(f"[{index}]")
+                raise
+        active.discard(marker)
+        return items
+    # Subclasses (StrEnum, IntEnum, ...) and floats: check, then reduce to the plain JSON type.
+    _walk(value, active)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return _copy(dict(value) if isinstance(value, dict) else list(value), active)
+
+
+def copy_json(value: Any, where: str = "value") -> Any:
+    """A deep copy of a plain-JSON value, equal to what a JSON round trip would return.
+
+    Tuples become lists and str/int/float subclasses their base type; TypeError as
+    :func:`check_json` for anything that is not plain JSON. Cheaper than dumps + loads.
+    """
+    try:
+        return _copy(value, set())
+    except _NotJSON as exc:
+        path = where + "".join(reversed(exc.path))
+        raise TypeError(f"{path}: {exc.reason}") from None
 
 
 def check_json(value: Any, where: str = "value") -> Any:

@@ -59,7 +59,9 @@ def make_engine(
     return engine
 
 
-def assert_legal_history(transitions: list[Transition], final_states: Mapping[str | None, str]) -> None:
+def assert_legal_history(
+    transitions: list[Transition], final_states: Mapping[str | None, str]
+) -> None:
     """Each record's transitions chain from the initial state through legal moves to its state now.
 
     ``final_states`` maps step name (None for the task) to its current state.
@@ -73,7 +75,9 @@ def assert_legal_history(transitions: list[Transition], final_states: Mapping[st
         history = by_record.get(record, [])
         for t in history:
             assert t.from_state == state, f"{record}: transition from {t.from_state}, was {state}"
-            assert machine.can(t.from_state, t.to_state), f"{record}: illegal {t.from_state}->{t.to_state}"
+            assert machine.can(t.from_state, t.to_state), (
+                f"{record}: illegal {t.from_state}->{t.to_state}"
+            )
             state = t.to_state
         assert state == current, f"{record}: history ends in {state}, record says {current}"
         if history:

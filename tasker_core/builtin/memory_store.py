@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -26,7 +26,7 @@ from tasker_core.builtin.batch import (
 from tasker_core.errors import ConfigError, TaskNotFoundError
 from tasker_core.models import Step, Task, Transition
 from tasker_core.plugin import hookimpl
-from tasker_core.serialization import dumps_json, loads_json
+from tasker_core.serialization import copy_json
 
 if TYPE_CHECKING:
     from tasker_core.config import Config
@@ -36,12 +36,19 @@ __all__ = ["MemoryStore", "make_memory_store", "tasker_register_stores"]
 
 DEFAULT_MAX_CALLS = 10_000
 
+_R = TypeVar("_R", Step, Task)
+_MOST_RECENT = [a.name for a in attrs.fields(Transition)].index("most_recent")
 
-def _copy_json(value: Any, where: str) -> Any:
-    """A deep copy of a JSON payload, as a durable store would return it (TypeError if not JSON)."""
-    if value is None:
-        return None
-    return loads_json(dumps_json(value, where))
+
+_STEP_FIELDS = tuple(a.name for a in attrs.fields(Step))
+_TASK_FIELDS = tuple(a.name for a in attrs.fields(Task))
+
+
+def _with(record: _R, names: tuple[str, ...], updates: dict[str, Any]) -> _R:
+    """``record`` with ``updates`` applied (attrs.evolve without its per-call introspection)."""
+    values = {name: getattr(record, name) for name in names}
+    values.update(updates)
+    return type(record)(**values)
 
 
 class MemoryStore:
@@ -65,7 +72,8 @@ class MemoryStore:
         self._by_key: dict[str, str] = {}
         self._steps: dict[str, list[Step]] = {}
         self._positions: dict[str, dict[str, int]] = {}
-        self._transitions: dict[str, list[Transition]] = {}
+        # Transitions as mutable field lists (Transition's field order), so most_recent can flip.
+        self._transitions: dict[str, list[list[Any]]] = {}
         self._recent: dict[tuple[str, str | None], int] = {}
         self._in_progress: set[StepKey] = set()
         self._sort_key = 0
@@ -95,7 +103,7 @@ class MemoryStore:
                 return self._tasks[self._by_key[key]], False
             if task.id in self._tasks:
                 raise ValueError(f"task {task.id!r} already exists")
-            stored_task = attrs.evolve(task, context=_copy_json(task.context, "context"))
+            stored_task = attrs.evolve(task, context=copy_json(task.context, "context"))
             ordered = sorted(steps, key=lambda s: s.index)
             positions: dict[str, int] = {}
             stored_steps: list[Step] = []
@@ -108,7 +116,7 @@ class MemoryStore:
                     raise ValueError(f"task {task.id!r}: duplicate step name {step.name!r}")
                 positions[step.name] = len(stored_steps)
                 if step.results is not None:
-                    step = attrs.evolve(step, results=_copy_json(step.results, "results"))
+                    step = attrs.evolve(step, results=copy_json(step.results, "results"))
                 stored_steps.append(step)
             self._tasks[task.id] = stored_task
             if key is not None:
@@ -137,15 +145,15 @@ class MemoryStore:
                 if pos is not None:
                     s = self._steps[tid][pos]
                     steps[(tid, name)] = StepNow(s.state, s.attempts)
-            plan = plan_batch(changes, events, tasks, steps, now, _copy_json)
+            plan = plan_batch(changes, events, tasks, steps, now, copy_json)
 
             # Nothing below can fail: the batch is valid and every payload is already copied.
             for tid, fields in plan.task_updates.items():
-                self._tasks[tid] = attrs.evolve(self._tasks[tid], **fields)
+                self._tasks[tid] = _with(self._tasks[tid], _TASK_FIELDS, fields)
             for (tid, name), fields in plan.step_updates.items():
                 pos = self._positions[tid][name]
                 step_list = self._steps[tid]
-                step_list[pos] = attrs.evolve(step_list[pos], **fields)
+                step_list[pos] = _with(step_list[pos], _STEP_FIELDS, fields)
                 if fields["state"] == "in_progress":
                     self._in_progress.add((tid, name))
                 else:
@@ -155,10 +163,10 @@ class MemoryStore:
                 log = self._transitions[pt.task_id]
                 previous = self._recent.get(record)
                 if previous is not None:
-                    log[previous] = attrs.evolve(log[previous], most_recent=False)
+                    log[previous][_MOST_RECENT] = False
                 self._sort_key += 1
                 log.append(
-                    Transition(
+                    [
                         pt.task_id,
                         pt.step,
                         pt.from_state,
@@ -169,7 +177,7 @@ class MemoryStore:
                         now,
                         self._sort_key,
                         pt.most_recent,
-                    )
+                    ]
                 )
                 if pt.most_recent:
                     self._recent[record] = len(log) - 1
@@ -231,7 +239,7 @@ class MemoryStore:
             log = self._transitions.get(task_id)
             if log is None:
                 raise TaskNotFoundError(task_id)
-            return list(log)
+            return [Transition(*fields) for fields in log]
 
     def expired_leases(self, now: float, limit: int) -> list[Step]:
         with self._lock:

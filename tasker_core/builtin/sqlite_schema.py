@@ -32,6 +32,10 @@ from tasker_core.errors import TaskerError
 
 metadata = MetaData()
 
+# ``last_transition_id`` (tasks, steps) points at the record's most recent transition, so that a
+# batch flips the previous one by primary key instead of searching for it. Transition ids are
+# AUTOINCREMENT (never reused) and assigned by the writer, which holds the write lock.
+
 schema_version = Table(
     "tasker_schema_version",
     metadata,
@@ -55,6 +59,7 @@ tasks = Table(
     Column("started_at", Float),
     Column("completed_at", Float),
     Column("wake_at", Float),
+    Column("last_transition_id", Integer),
 )
 
 steps = Table(
@@ -74,6 +79,7 @@ steps = Table(
     Column("results", Text),
     Column("error", Text),
     Column("updated_at", Float, nullable=False),
+    Column("last_transition_id", Integer),
     PrimaryKeyConstraint("task_id", "idx"),
     UniqueConstraint("task_id", "name"),
 )
@@ -119,7 +125,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                 idempotency_key TEXT UNIQUE,
                 started_at REAL,
                 completed_at REAL,
-                wake_at REAL
+                wake_at REAL,
+                last_transition_id INTEGER
             )""",
             "CREATE INDEX ix_tasks_created ON tasks (created_at, id)",
             "CREATE INDEX ix_tasks_state_created ON tasks (state, created_at, id)",
@@ -138,10 +145,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                 results TEXT,
                 error TEXT,
                 updated_at REAL NOT NULL,
+                last_transition_id INTEGER,
                 PRIMARY KEY (task_id, idx),
                 UNIQUE (task_id, name)
             )""",
-            "CREATE INDEX ix_steps_state_lease ON steps (state, lease_expires_at)",
+            # Only leased steps are indexed: enqueue/complete never touch this index.
+            "CREATE INDEX ix_steps_leases ON steps (lease_expires_at) WHERE state = 'in_progress'",
             """CREATE TABLE transitions (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
                 task_id TEXT NOT NULL REFERENCES tasks (id),
@@ -155,9 +164,6 @@ MIGRATIONS: tuple[Migration, ...] = (
                 most_recent BOOLEAN NOT NULL
             )""",
             "CREATE INDEX ix_transitions_task ON transitions (task_id, id)",
-            # Only current transitions are indexed by record: flipping most_recent stays O(1).
-            "CREATE INDEX ix_transitions_recent ON transitions (task_id, step) "
-            "WHERE most_recent = 1",
         ),
     ),
 )

@@ -16,9 +16,21 @@ from operator import itemgetter
 from typing import Any
 
 from attrs import frozen
-from sqlalchemy import String, and_, bindparam, column, literal_column, select, values
+from sqlalchemy import (
+    Integer,
+    String,
+    and_,
+    bindparam,
+    column,
+    literal_column,
+    select,
+    table,
+    values,
+)
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter
 
 from tasker_core.builtin.sqlite_schema import steps, tasks, transitions
 
@@ -53,6 +65,7 @@ class Prepared:
 def prepare(stmt: ClauseElement, keys: Sequence[str] | None = None) -> Prepared:
     """Compile ``stmt`` for the pysqlite dialect; ``keys`` are an INSERT's columns."""
     compiled = stmt.compile(dialect=_DIALECT, column_keys=list(keys) if keys else None)
+    assert isinstance(compiled, SQLCompiler)  # qmark dialect: positional parameters
     return Prepared(str(compiled), tuple(compiled.positiontup or ()))
 
 
@@ -69,19 +82,30 @@ def pad(keys: Sequence[Any], size: int) -> list[Any]:
     return list(keys) + [keys[-1]] * (size - len(keys))
 
 
+step_rowid = literal_column("steps.rowid", Integer)
+"""SQLite's implicit row id of a steps row: the cheapest way back to a row read in the batch."""
+
+
 @cache
 def step_lookup(size: int) -> Prepared:
-    """Current (task_id, name, state, attempts) of ``size`` steps given as (task_id, name) pairs.
+    """(rowid, task_id, name, state, attempts, last_transition_id) of ``size`` steps by key.
 
-    A join against a VALUES CTE: SQLite probes the (task_id, name) index once per key, where a
-    row-value IN would scan the table.
+    A join against a VALUES CTE of (task_id, name) pairs: SQLite probes the (task_id, name)
+    index once per key, where a row-value IN would scan the table.
     """
     keys = (
         values(column("task_id", String), column("name", String), name="k")
         .data([(bindparam(f"t{i}"), bindparam(f"n{i}")) for i in range(size)])
         .cte("k")
     )
-    stmt = select(steps.c.task_id, steps.c.name, steps.c.state, steps.c.attempts).select_from(
+    stmt = select(
+        step_rowid,
+        steps.c.task_id,
+        steps.c.name,
+        steps.c.state,
+        steps.c.attempts,
+        steps.c.last_transition_id,
+    ).select_from(
         keys.join(steps, and_(steps.c.task_id == keys.c.task_id, steps.c.name == keys.c.name))
     )
     return prepare(stmt)
@@ -89,20 +113,24 @@ def step_lookup(size: int) -> Prepared:
 
 @cache
 def task_lookup(size: int) -> Prepared:
-    """Current (id, state, started_at) of ``size`` tasks by id."""
-    ids = [bindparam(f"i{i}") for i in range(size)]
-    stmt = select(tasks.c.id, tasks.c.state, tasks.c.started_at).where(tasks.c.id.in_(ids))
+    """(id, state, started_at, last_transition_id) of ``size`` tasks by id."""
+    ids: list[BindParameter[str]] = [bindparam(f"i{i}") for i in range(size)]
+    stmt = select(tasks.c.id, tasks.c.state, tasks.c.started_at, tasks.c.last_transition_id).where(
+        tasks.c.id.in_(ids)
+    )
     return prepare(stmt)
 
 
 @cache
 def step_update(shape: tuple[str, ...]) -> Prepared:
-    """Set the ``shape`` fields (params ``v_<field>``) of one step, guarded by its prior state."""
+    """Set the ``shape`` columns (params ``v_<column>``) of the step at ``k_rowid``.
+
+    Guarded by the state and attempts read in the same transaction (``k_state``, ``k_attempts``).
+    """
     stmt = (
         steps.update()
         .where(
-            steps.c.task_id == bindparam("k_task"),
-            steps.c.name == bindparam("k_name"),
+            step_rowid == bindparam("k_rowid"),
             steps.c.state == bindparam("k_state"),
             steps.c.attempts == bindparam("k_attempts"),
         )
@@ -113,7 +141,7 @@ def step_update(shape: tuple[str, ...]) -> Prepared:
 
 @cache
 def task_update(shape: tuple[str, ...]) -> Prepared:
-    """Set the ``shape`` fields (params ``v_<field>``) of one task, guarded by its prior state."""
+    """Set the ``shape`` columns (params ``v_<column>``) of task ``k_id``, guarded by its state."""
     stmt = (
         tasks.update()
         .where(tasks.c.id == bindparam("k_id"), tasks.c.state == bindparam("k_state"))
@@ -122,28 +150,22 @@ def task_update(shape: tuple[str, ...]) -> Prepared:
     return prepare(stmt)
 
 
-# The literal 1 (not a parameter) lets SQLite use the partial index ix_transitions_recent.
-_CURRENT = transitions.c.most_recent == literal_column("1")
+_sqlite_sequence = table("sqlite_sequence", column("name", String), column("seq", Integer))
 
-FLIP_STEP = prepare(
+LAST_TRANSITION_ID = prepare(
+    select(_sqlite_sequence.c.seq).where(_sqlite_sequence.c.name == bindparam("table"))
+)
+"""The highest transition id ever assigned (no row before the first transition)."""
+
+FLIP = prepare(
     transitions.update()
-    .where(
-        transitions.c.task_id == bindparam("k_task"),
-        transitions.c.step == bindparam("k_step"),
-        _CURRENT,
-    )
+    .where(transitions.c.id == bindparam("k_id"))
     .values(most_recent=literal_column("0"))
 )
-"""Mark a step's current transition as no longer the most recent."""
-
-FLIP_TASK = prepare(
-    transitions.update()
-    .where(transitions.c.task_id == bindparam("k_task"), transitions.c.step.is_(None), _CURRENT)
-    .values(most_recent=literal_column("0"))
-)
-"""Mark a task's own current transition as no longer the most recent."""
+"""Mark a transition as no longer its record's most recent."""
 
 TRANSITION_COLUMNS = (
+    "id",
     "task_id",
     "step",
     "from_state",
@@ -156,8 +178,8 @@ TRANSITION_COLUMNS = (
 )
 INSERT_TRANSITION = prepare(transitions.insert(), TRANSITION_COLUMNS)
 
-STEP_COLUMNS = tuple(c.name for c in steps.columns)
+STEP_COLUMNS = tuple(c.name for c in steps.columns if c.name != "last_transition_id")
 INSERT_STEP = prepare(steps.insert(), STEP_COLUMNS)
 
-TASK_COLUMNS = tuple(c.name for c in tasks.columns)
+TASK_COLUMNS = tuple(c.name for c in tasks.columns if c.name != "last_transition_id")
 INSERT_TASK = prepare(tasks.insert(), TASK_COLUMNS)

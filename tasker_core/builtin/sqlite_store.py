@@ -64,8 +64,12 @@ CHUNK = 400
 _T = TypeVar("_T")
 
 # Reads: columns labelled with the domain field names, so rows structure straight into models.
-_STEP_COLUMNS = [c.label("index") if c.name == "idx" else c for c in steps_t.columns]
-_TASK_COLUMNS = list(tasks_t.columns)
+_STEP_COLUMNS = [
+    c.label("index") if c.name == "idx" else c
+    for c in steps_t.columns
+    if c.name != "last_transition_id"
+]
+_TASK_COLUMNS = [c for c in tasks_t.columns if c.name != "last_transition_id"]
 _TRANSITION_COLUMNS = [c.label("sort_key") if c.name == "id" else c for c in transitions_t.columns]
 
 
@@ -161,7 +165,7 @@ class SQLiteStore:
 
     def _on_connect(self, dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         """Take BEGIN away from the driver (we emit it) and set the per-connection PRAGMAs."""
-        dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
+        dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {self._busy_ms:d}")
@@ -256,80 +260,62 @@ class SQLiteStore:
         events = check_events(changes)
         task_ids, step_keys = referenced(changes)
         with self._write() as conn:
-            current_tasks = self._task_states(conn, list(task_ids))
-            current_steps = self._step_states(conn, list(step_keys))
-            plan = plan_batch(changes, events, current_tasks, current_steps, now, _encode)
-            self._write_plan(conn, plan, now)
+            task_rows = self._task_rows(conn, list(task_ids))
+            step_rows = self._step_rows(conn, list(step_keys))
+            plan = plan_batch(
+                changes,
+                events,
+                {tid: TaskNow(r[1], r[2]) for tid, r in task_rows.items()},
+                {key: StepNow(r[3], r[4]) for key, r in step_rows.items()},
+                now,
+                _encode,
+            )
+            if plan.transitions:
+                self._write_plan(conn, plan, now, task_rows, step_rows)
         return plan.applied
 
     @staticmethod
-    def _task_states(conn: Connection, ids: list[str]) -> dict[str, TaskNow]:
-        out: dict[str, TaskNow] = {}
+    def _task_rows(conn: Connection, ids: list[str]) -> dict[str, Params]:
+        """(id, state, started_at, last_transition_id) by id."""
+        out: dict[str, Params] = {}
         for chunk in _chunks(ids, stm.MAX_LOOKUP):
             size = stm.lookup_size(len(chunk))
-            query = stm.task_lookup(size)
-            found = conn.exec_driver_sql(query.sql, tuple(stm.pad(chunk, size)))
-            for tid, state, started_at in found:
-                out[tid] = TaskNow(state, started_at)
+            found = conn.exec_driver_sql(stm.task_lookup(size).sql, tuple(stm.pad(chunk, size)))
+            for row in found.all():
+                out[row[0]] = tuple(row)
         return out
 
     @staticmethod
-    def _step_states(conn: Connection, keys: list[StepKey]) -> dict[StepKey, StepNow]:
-        out: dict[StepKey, StepNow] = {}
+    def _step_rows(conn: Connection, keys: list[StepKey]) -> dict[StepKey, Params]:
+        """(rowid, task_id, name, state, attempts, last_transition_id) by (task_id, name)."""
+        out: dict[StepKey, Params] = {}
         for chunk in _chunks(keys, stm.MAX_LOOKUP):
             size = stm.lookup_size(len(chunk))
-            query = stm.step_lookup(size)
             flat = tuple(part for key in stm.pad(chunk, size) for part in key)
-            for tid, name, state, attempts in conn.exec_driver_sql(query.sql, flat):
-                out[(tid, name)] = StepNow(state, attempts)
+            for row in conn.exec_driver_sql(stm.step_lookup(size).sql, flat).all():
+                out[(row[1], row[2])] = tuple(row)
         return out
 
-    def _write_plan(self, conn: Connection, plan: Plan, now: float) -> None:
-        expected = 0
-        updated = 0
-        step_shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for (tid, name), fields in plan.step_updates.items():
-            before = plan.step_before[(tid, name)]
-            params = {"k_task": tid, "k_name": name, "k_state": before.state}
-            params["k_attempts"] = before.attempts
-            for field_name, value in fields.items():
-                params[f"v_{field_name}"] = _encode_error(value) if field_name == "error" else value
-            step_shapes.setdefault(tuple(fields), []).append(params)
-        for shape, rows in step_shapes.items():
-            update = stm.step_update(shape)
-            updated += conn.exec_driver_sql(update.sql, update.rows(rows)).rowcount
-            expected += len(rows)
-
-        task_shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for tid, fields in plan.task_updates.items():
-            params = {"k_id": tid, "k_state": plan.task_before[tid].state}
-            for field_name, value in fields.items():
-                params[f"v_{field_name}"] = value
-            task_shapes.setdefault(tuple(fields), []).append(params)
-        for shape, rows in task_shapes.items():
-            update = stm.task_update(shape)
-            updated += conn.exec_driver_sql(update.sql, update.rows(rows)).rowcount
-            expected += len(rows)
-        if updated != expected:
-            # Impossible under BEGIN IMMEDIATE unless something writes around the store.
-            raise TaskerError(
-                f"{self.url}: compare-and-set guard matched {updated} of {expected} records "
-                "read in the same transaction; another writer bypassed the write lock"
-            )
-        self._record_transitions(conn, plan, now)
-
-    @staticmethod
-    def _record_transitions(conn: Connection, plan: Plan, now: float) -> None:
-        step_records: dict[tuple[str, str], None] = {}
-        task_records: dict[str, None] = {}
-        rows: list[Params] = []
-        for pt in plan.transitions:
-            if pt.step is None:
-                task_records[pt.task_id] = None
-            else:
-                step_records[(pt.task_id, pt.step)] = None
-            rows.append(
+    def _write_plan(
+        self,
+        conn: Connection,
+        plan: Plan,
+        now: float,
+        task_rows: dict[str, Params],
+        step_rows: dict[StepKey, Params],
+    ) -> None:
+        """Write a plan: guarded UPDATEs per shape, previous transitions flipped, new ones added."""
+        seq = conn.exec_driver_sql(stm.LAST_TRANSITION_ID.sql, ("transitions",)).scalar()
+        next_id = int(seq or 0) + 1
+        latest: dict[tuple[str, str | None], int] = {}
+        new_rows: list[Params] = []
+        for offset, pt in enumerate(plan.transitions):
+            tr_id = next_id + offset
+            if pt.most_recent:
+                latest[(pt.task_id, pt.step)] = tr_id
+            new_rows.append(
                 (
+                    tr_id,
                     pt.task_id,
                     pt.step,
                     pt.from_state,
@@ -341,12 +327,52 @@ class SQLiteStore:
                     pt.most_recent,
                 )
             )
-        if step_records:
-            conn.exec_driver_sql(stm.FLIP_STEP.sql, list(step_records))
-        if task_records:
-            conn.exec_driver_sql(stm.FLIP_TASK.sql, [(t,) for t in task_records])
-        if rows:
-            conn.exec_driver_sql(stm.INSERT_TRANSITION.sql, rows)
+
+        flips: list[Params] = []
+        expected = 0
+        updated = 0
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for key, fields in plan.step_updates.items():
+            row = step_rows[key]
+            if row[5] is not None:
+                flips.append((row[5],))
+            params = {f"v_{name}": value for name, value in fields.items()}
+            if "error" in fields:
+                params["v_error"] = _encode_error(fields["error"])
+            params["v_last_transition_id"] = latest[key]
+            params["k_rowid"] = row[0]
+            params["k_state"] = row[3]
+            params["k_attempts"] = row[4]
+            shapes.setdefault((*fields, "last_transition_id"), []).append(params)
+        for shape, rows in shapes.items():
+            update = stm.step_update(shape)
+            updated += conn.exec_driver_sql(update.sql, update.rows(rows)).rowcount
+            expected += len(rows)
+
+        shapes = {}
+        for tid, fields in plan.task_updates.items():
+            trow = task_rows[tid]
+            if trow[3] is not None:
+                flips.append((trow[3],))
+            params = {f"v_{name}": value for name, value in fields.items()}
+            params["v_last_transition_id"] = latest[(tid, None)]
+            params["k_id"] = tid
+            params["k_state"] = trow[1]
+            shapes.setdefault((*fields, "last_transition_id"), []).append(params)
+        for shape, rows in shapes.items():
+            update = stm.task_update(shape)
+            updated += conn.exec_driver_sql(update.sql, update.rows(rows)).rowcount
+            expected += len(rows)
+
+        if updated != expected:
+            # Impossible under BEGIN IMMEDIATE unless something writes around the store.
+            raise TaskerError(
+                f"{self.url}: compare-and-set guard matched {updated} of {expected} records "
+                "read in the same transaction; another writer bypassed the write lock"
+            )
+        if flips:
+            conn.exec_driver_sql(stm.FLIP.sql, flips)
+        conn.exec_driver_sql(stm.INSERT_TRANSITION.sql, new_rows)
 
     def heartbeat(
         self, task_id: str, steps: Sequence[str], owner: str, expires_at: float

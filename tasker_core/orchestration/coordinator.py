@@ -46,7 +46,6 @@ from tasker_core.orchestration.task_run import (
     ENQUEUED,
     ERROR,
     IN_PROGRESS,
-    PENDING,
     StepView,
     TaskRun,
     build_views,
@@ -174,9 +173,7 @@ class Coordinator:
         template = self._template_for(task)
         graph = self._graph_for(template)
         steps = self.store.get_steps(task_id)
-        views = build_views(
-            steps, template, self._handler_for, self.config.execution.step_timeout
-        )
+        views = build_views(steps, template, self._handler_for, self.config.execution.step_timeout)
         run = TaskRun(task, template, graph, views, self._stop_on_failure)
         self.runs[task_id] = run
         now = self.clock.now()
@@ -200,7 +197,9 @@ class Coordinator:
                 heapq.heappush(self._timers, (view.next_retry_at, task_id, view.index))
         run.initial_candidates()
 
-    def _fail_lost_leases(self, run: TaskRun, lost: list[tuple[StepView, Step]], now: float) -> None:
+    def _fail_lost_leases(
+        self, run: TaskRun, lost: list[tuple[StepView, Step]], now: float
+    ) -> None:
         changes: list[Change] = []
         effects: list[Effect] = []
         for view, step in lost:
@@ -271,8 +270,9 @@ class Coordinator:
                 del self._in_flight[key]
                 self._executor.abandon(job)
                 self.queue.ack([entry.claim])
-                self._failure_change(entry.run, entry.view, timeout_outcome(job, now), now,
-                                     changes, effects)
+                self._failure_change(
+                    entry.run, entry.view, timeout_outcome(job, now), now, changes, effects
+                )
         self._commit(changes, effects, now)
 
     def _success_change(
@@ -285,7 +285,10 @@ class Coordinator:
     ) -> None:
         changes.append(
             StepChange(
-                run.task_id, view.name, IN_PROGRESS, COMPLETE,
+                run.task_id,
+                view.name,
+                IN_PROGRESS,
+                COMPLETE,
                 reason="handler returned",
                 metadata={"attempt": outcome.attempt, "duration": outcome.duration},
                 results=outcome.results,
@@ -299,8 +302,13 @@ class Coordinator:
             view.results = outcome.results
             view.error = None
             run.set_state(view, COMPLETE)
-            self._event(run, "step.completed", step=view.name, attempt=outcome.attempt,
-                        duration=outcome.duration)
+            self._event(
+                run,
+                "step.completed",
+                step=view.name,
+                attempt=outcome.attempt,
+                duration=outcome.duration,
+            )
 
         effects.append(done)
 
@@ -332,10 +340,16 @@ class Coordinator:
             )
         changes.append(
             StepChange(
-                run.task_id, view.name, IN_PROGRESS, ERROR,
+                run.task_id,
+                view.name,
+                IN_PROGRESS,
+                ERROR,
                 reason=reason or f"{error.error_class}: {error.message}",
-                metadata={"attempt": outcome.attempt, "duration": outcome.duration,
-                          "retry_at": retry_at},
+                metadata={
+                    "attempt": outcome.attempt,
+                    "duration": outcome.duration,
+                    "retry_at": retry_at,
+                },
                 error=error,
                 next_retry_at=retry_at,
                 expect_attempt=outcome.attempt,
@@ -348,14 +362,26 @@ class Coordinator:
             view.error = error
             view.next_retry_at = retry_at
             run.set_state(view, ERROR)
-            self._event(run, "step.failed", step=view.name, attempt=outcome.attempt,
-                        duration=outcome.duration, error_class=error.error_class,
-                        error_message=error.message)
+            self._event(
+                run,
+                "step.failed",
+                step=view.name,
+                attempt=outcome.attempt,
+                duration=outcome.duration,
+                error_class=error.error_class,
+                error_message=error.message,
+            )
             if retry_at is not None:
                 heapq.heappush(self._timers, (retry_at, run.task_id, view.index))
-                self._event(run, "step.retry_scheduled", step=view.name, attempt=outcome.attempt,
-                            retry_at=retry_at, error_class=error.error_class,
-                            error_message=error.message)
+                self._event(
+                    run,
+                    "step.retry_scheduled",
+                    step=view.name,
+                    attempt=outcome.attempt,
+                    retry_at=retry_at,
+                    error_class=error.error_class,
+                    error_message=error.message,
+                )
 
         effects.append(done)
 
@@ -378,13 +404,16 @@ class Coordinator:
         for run in self.runs.values():
             if not run.candidates:
                 continue
-            ready = [run.views[i] for i in sorted(run.candidates) if run.is_ready(run.views[i], now)]
+            ready = [
+                run.views[i] for i in sorted(run.candidates) if run.is_ready(run.views[i], now)
+            ]
             run.candidates.clear()
             if not ready:
                 continue
             if run.task.state == TaskState.PENDING:
-                self._task_change(run, TaskState.IN_PROGRESS, "dispatching ready steps",
-                                  changes, effects, now)
+                self._task_change(
+                    run, TaskState.IN_PROGRESS, "dispatching ready steps", changes, effects, now
+                )
             for view in ready:
                 self._enqueue_change(run, view, changes, effects)
                 items.append(WorkItem(run.task_id, view.name, now))
@@ -403,14 +432,19 @@ class Coordinator:
             run, view = owner_run, claimed
             changes.append(
                 StepChange(
-                    run.task_id, view.name, ENQUEUED, IN_PROGRESS,
+                    run.task_id,
+                    view.name,
+                    ENQUEUED,
+                    IN_PROGRESS,
                     reason=f"claimed by {self.owner}",
                     metadata={"attempt": view.attempts + 1},
                     lease_owner=self.owner,
                     lease_expires_at=claim.expires_at,
                 )
             )
-            effects.append(functools.partial(self._started, run=run, view=view, claim=claim, now=now))
+            effects.append(
+                functools.partial(self._started, run=run, view=view, claim=claim, now=now)
+            )
         self._commit(changes, effects, now)
 
     def _enqueue_change(
@@ -420,7 +454,10 @@ class Coordinator:
         retry = from_state == ERROR
         changes.append(
             StepChange(
-                run.task_id, view.name, from_state, ENQUEUED,
+                run.task_id,
+                view.name,
+                from_state,
+                ENQUEUED,
                 reason="retry: backoff elapsed" if retry else "dependencies satisfied",
                 metadata={"attempt": view.attempts + 1},
             )
@@ -434,7 +471,9 @@ class Coordinator:
 
         effects.append(done)
 
-    def _started(self, applied: bool, run: TaskRun, view: StepView, claim: Claim, now: float) -> None:
+    def _started(
+        self, applied: bool, run: TaskRun, view: StepView, claim: Claim, now: float
+    ) -> None:
         if not applied:
             self.queue.ack([claim])
             return self._stale(run)
@@ -491,7 +530,10 @@ class Coordinator:
             ready = sum(1 for i in run.candidates if run.is_ready(run.views[i], now))
             context = run.context(ready)
             state = run.task.state
-            if context.status is Status.ALL_COMPLETE or context.status is Status.BLOCKED_BY_FAILURES:
+            if (
+                context.status is Status.ALL_COMPLETE
+                or context.status is Status.BLOCKED_BY_FAILURES
+            ):
                 if state == TaskState.PENDING:
                     self._task_change(run, TaskState.IN_PROGRESS, "resumed", changes, effects, now)
                 done = context.status is Status.ALL_COMPLETE
@@ -499,8 +541,15 @@ class Coordinator:
                 reason = "all steps complete" if done else "steps failed permanently"
                 self._task_change(run, target, reason, changes, effects, now)
             elif context.status is Status.WAITING_FOR_BACKOFF and state == TaskState.IN_PROGRESS:
-                self._task_change(run, TaskState.PENDING, "waiting for backoff", changes, effects,
-                                  now, wake_at=context.next_retry_at)
+                self._task_change(
+                    run,
+                    TaskState.PENDING,
+                    "waiting for backoff",
+                    changes,
+                    effects,
+                    now,
+                    wake_at=context.next_retry_at,
+                )
         self._commit(changes, effects, now)
 
     def _task_change(
@@ -565,8 +614,15 @@ class Coordinator:
     def _event(self, run: TaskRun, name: str, **data: JSON) -> None:
         task = run.task
         self._pending_events.append(
-            self.bus.make(name, task_id=task.id, namespace=task.namespace, workflow=task.name,
-                          version=task.version, time=self.clock.now(), **data)
+            self.bus.make(
+                name,
+                task_id=task.id,
+                namespace=task.namespace,
+                workflow=task.name,
+                version=task.version,
+                time=self.clock.now(),
+                **data,
+            )
         )
 
     def _later(self, run: TaskRun, name: str, **data: JSON) -> Effect:
@@ -575,11 +631,20 @@ class Coordinator:
 
     def _custom_event(self, run: TaskRun, step: str, name: str, payload: JSON) -> None:
         task = run.task
-        self.bus.emit([
-            self.bus.make(f"custom.{name}", task_id=task.id, namespace=task.namespace,
-                          workflow=task.name, version=task.version, time=self.clock.now(),
-                          step=step, payload=payload)
-        ])
+        self.bus.emit(
+            [
+                self.bus.make(
+                    f"custom.{name}",
+                    task_id=task.id,
+                    namespace=task.namespace,
+                    workflow=task.name,
+                    version=task.version,
+                    time=self.clock.now(),
+                    step=step,
+                    payload=payload,
+                )
+            ]
+        )
 
 
 class _NoChange:
@@ -592,4 +657,3 @@ _NO_CHANGE: Any = _NoChange()
 def _evolve_task(task: Task, state: str, now: float, wake_at: float | None) -> Task:
     started = task.started_at if task.started_at is not None or state != "in_progress" else now
     return attrs.evolve(task, state=state, updated_at=now, started_at=started, wake_at=wake_at)
-

@@ -36,4 +36,3 @@ def owner_is_dead(owner: str | None) -> bool:
     except PermissionError:
         return False
     return False
-

@@ -725,3 +725,15 @@ def test_starter_config_file_loads(tmp_path: Path) -> None:
     (tmp_path / "tasker.yaml").write_text(config_text())
     config = load_config(tmp_path / "tasker.yaml", env={})
     assert config.with_overrides({"templates": {"paths": []}}) == Config.default()
+
+
+def test_logging_is_quiet_by_default_and_verbose_on_request(tmp_path: Path) -> None:
+    args = ("run", "data/pipeline", "-t", str(EXAMPLE_TEMPLATES), "-c", '{"orders": 5}')
+    quiet = tasker(tmp_path, *args)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    verbose = tasker(tmp_path, "-v", *args)
+    assert "task.completed" in verbose.stderr and " INFO tasker.events: " in verbose.stderr
+    as_json = tasker(tmp_path, "-v", *args, env={"TASKER__LOGGING__FORMAT": "json"})
+    records = [json.loads(line) for line in as_json.stderr.splitlines()]
+    assert {"time", "level", "logger", "message"} <= records[0].keys()
+    assert any(r["message"].startswith("task.completed") for r in records)

@@ -6,6 +6,7 @@ sys.path so they run from a plain checkout too.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,9 +38,14 @@ def make_config(tmp_path: Path) -> Config:
     )
 
 
+def builtin_plugins() -> PluginHost:
+    """The builtins only: whatever else is installed in the environment cannot interfere."""
+    return PluginHost.create(load_entrypoints=False)
+
+
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    with Engine(make_config(tmp_path)) as engine:
+    with Engine(make_config(tmp_path), plugins=builtin_plugins()) as engine:
         for path in tasker_examples.template_files():
             engine.load_template(path)
         yield engine
@@ -180,7 +186,7 @@ def test_plugin_finds_bundled_templates_by_exact_or_latest_version(tmp_path: Pat
 
 
 def test_engine_finds_examples_through_the_plugin(tmp_path: Path) -> None:
-    host = PluginHost.create(load_entrypoints=False)
+    host = builtin_plugins()
     host.register(plugin, "examples")
     with Engine(make_config(tmp_path), plugins=host) as engine:
         task = engine.run(TaskRequest("data", "pipeline", context={"orders": 10}), timeout=60)
@@ -250,3 +256,36 @@ def test_charge_times_out_exactly_the_configured_number_of_times() -> None:
             ecommerce.charge_payment(ctx)
     ctx.attempt = 3
     assert ecommerce.charge_payment(ctx)["amount_cents"] == 1000
+
+
+# --- the quickstart's code, as written in docs/quickstart.md --------------------------------
+
+
+def test_quickstart_template_and_handlers_run_as_documented(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = (EXAMPLES.parent / "docs" / "quickstart.md").read_text(encoding="utf-8")
+    template_text, handlers_text = re.findall(r"```(?:yaml|python)\n(.*?)```", doc, re.S)[:2]
+    (tmp_path / "refund.yml").write_text(template_text)
+    (tmp_path / "refund_handlers.py").write_text(handlers_text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = make_config(tmp_path).with_overrides({"backoff": {"jitter": 0.0}})
+    with Engine(config, plugins=builtin_plugins()) as engine:
+        engine.load_template(tmp_path / "refund.yml")
+        context = {"order_id": "A-18", "amount_cents": 1200}
+        failed = engine.run(TaskRequest("shop", "refund", context=context), timeout=60)
+        assert failed.state == "error"
+        states = {s.name: (s.state, s.attempts) for s in engine.get_steps(failed.id)}
+        assert states == {
+            "check_request": ("complete", 1),
+            "pay_back": ("error", 4),
+            "log_refund": ("complete", 1),
+            "notify_customer": ("pending", 0),
+        }
+        (tmp_path / "bank_is_up").touch()
+        engine.retry(failed.id)
+        fixed = engine.run_task(failed.id, timeout=60)
+        assert fixed.state == "complete"
+        notify = {s.name: s for s in engine.get_steps(fixed.id)}["notify_customer"]
+        assert notify.results == {"sent": True, "refund_id": "rf_A-18"}

@@ -31,7 +31,9 @@ def echo(ctx: StepContext) -> dict[str, Any]:
     return {"step": ctx.step, "deps": sorted(ctx.dependencies)}
 
 
-def steps_of(shape: dict[str, list[str]], handler: str = "t.echo", **extra: Any) -> list[dict[str, Any]]:
+def steps_of(
+    shape: dict[str, list[str]], handler: str = "t.echo", **extra: Any
+) -> list[dict[str, Any]]:
     return [{"name": n, "handler": handler, "depends_on": d, **extra} for n, d in shape.items()]
 
 
@@ -39,7 +41,11 @@ SHAPES = {
     "chain": {f"s{i}": ([f"s{i - 1}"] if i else []) for i in range(6)},
     "diamond": {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]},
     "tree": {"r": [], "l1": ["r"], "l2": ["r"], "l11": ["l1"], "l12": ["l1"], "l21": ["l2"]},
-    "fan": {"src": [], **{f"w{i}": ["src"] for i in range(10)}, "sink": [f"w{i}" for i in range(10)]},
+    "fan": {
+        "src": [],
+        **{f"w{i}": ["src"] for i in range(10)},
+        "sink": [f"w{i}" for i in range(10)],
+    },
 }
 
 
@@ -71,9 +77,13 @@ def test_classic_shapes_complete_in_dependency_order(shape: str) -> None:
     st.lists(st.lists(st.integers(0, 30), max_size=3), min_size=1, max_size=25),
     st.sets(st.integers(0, 24), max_size=4),
 )
-def test_random_dags_finish_with_maximal_progress(parents: list[list[int]], failing: set[int]) -> None:
+def test_random_dags_finish_with_maximal_progress(
+    parents: list[list[int]], failing: set[int]
+) -> None:
     names = [f"n{i}" for i in range(len(parents))]
-    shape = {names[i]: sorted({names[p % i] for p in ps}) if i else [] for i, ps in enumerate(parents)}
+    shape = {
+        names[i]: sorted({names[p % i] for p in ps}) if i else [] for i, ps in enumerate(parents)
+    }
     bad = {names[i] for i in failing if i < len(names)}
 
     def run(ctx: StepContext) -> str:
@@ -184,7 +194,9 @@ def test_attempts_exhausted_is_a_permanent_failure() -> None:
     task = engine.run(TaskRequest("test", "exh"))
     step = engine.get_steps(task.id)[0]
     assert (task.state, step.attempts, step.error.message if step.error else None) == (
-        TaskState.ERROR, 3, "fail 3"
+        TaskState.ERROR,
+        3,
+        "fail 3",
     )
 
 
@@ -199,7 +211,8 @@ def test_on_failure_stop_dispatches_nothing_new() -> None:
 
     shape = {"bad": [], "after": ["other"], "other": ["bad2"], "bad2": []}
     engine = make_engine(
-        [workflow("stop", steps_of(shape))], {"t.echo": run},
+        [workflow("stop", steps_of(shape))],
+        {"t.echo": run},
         execution={"on_failure": "stop", "max_concurrent_steps": 1},
     )
     task = engine.run(TaskRequest("test", "stop"))
@@ -216,8 +229,17 @@ def test_sync_timeout_fails_the_attempt_and_retries() -> None:
         return f"attempt {ctx.attempt}"
 
     engine = make_engine(
-        [workflow("slow", steps_of({"x": []}, handler="t.slow", timeout="200ms",
-                                   retry={"max_attempts": 2, "backoff": {"base": "10ms"}}))],
+        [
+            workflow(
+                "slow",
+                steps_of(
+                    {"x": []},
+                    handler="t.slow",
+                    timeout="200ms",
+                    retry={"max_attempts": 2, "backoff": {"base": "10ms"}},
+                ),
+            )
+        ],
         {"t.slow": slow},
         clock=None,
     )
@@ -244,8 +266,10 @@ def test_async_handlers_run_concurrently_and_time_out() -> None:
     engine = make_engine(
         [
             workflow("async", steps_of(shape, handler="t.pause")),
-            workflow("hang", steps_of({"h": []}, handler="t.hang", timeout="100ms",
-                                      retry={"retryable": False})),
+            workflow(
+                "hang",
+                steps_of({"h": []}, handler="t.hang", timeout="100ms", retry={"retryable": False}),
+            ),
         ],
         {"t.pause": pause, "t.hang": hang},
     )
@@ -254,7 +278,11 @@ def test_async_handlers_run_concurrently_and_time_out() -> None:
     assert [s.results for s in engine.get_steps(task.id)] == ["a", "b", "c"]
     hung = engine.run(TaskRequest("test", "hang"), timeout=10)
     step = engine.get_steps(hung.id)[0]
-    assert hung.state == TaskState.ERROR and step.error and step.error.error_class == "StepTimeoutError"
+    assert (
+        hung.state == TaskState.ERROR
+        and step.error
+        and step.error.error_class == "StepTimeoutError"
+    )
 
 
 def test_non_json_result_is_a_clear_step_error() -> None:
@@ -269,8 +297,9 @@ def test_non_json_result_is_a_clear_step_error() -> None:
 
 
 def test_idempotent_submission_returns_the_existing_task() -> None:
-    engine = make_engine([workflow("idem", steps_of({"x": []}))], {"t.echo": echo},
-                         identity={"strategy": "hash"})
+    engine = make_engine(
+        [workflow("idem", steps_of({"x": []}))], {"t.echo": echo}, identity={"strategy": "hash"}
+    )
     first = engine.submit(TaskRequest("test", "idem", context={"n": 1}))
     again = engine.submit(TaskRequest("test", "idem", context={"n": 1}))
     other = engine.submit(TaskRequest("test", "idem", context={"n": 2}))
@@ -283,8 +312,11 @@ def test_idempotent_submission_returns_the_existing_task() -> None:
 def test_context_schema_and_unknown_handler_fail_at_submission() -> None:
     engine = make_engine(
         [
-            workflow("schema", steps_of({"x": []}),
-                     context_schema={"type": "object", "required": ["order_id"]}),
+            workflow(
+                "schema",
+                steps_of({"x": []}),
+                context_schema={"type": "object", "required": ["order_id"]},
+            ),
             workflow("nohandler", steps_of({"x": []}, handler="nowhere.to_be:found")),
         ],
         {"t.echo": echo},
@@ -355,8 +387,16 @@ def test_cancel_retry_and_resolve() -> None:
 
     engine.flush_events()
     names = rec.names()
-    for expected in ("task.created", "task.failed", "step.resolved", "task.retried",
-                     "task.resolved", "task.cancelled", "step.cancelled", "task.completed"):
+    for expected in (
+        "task.created",
+        "task.failed",
+        "step.resolved",
+        "task.retried",
+        "task.resolved",
+        "task.cancelled",
+        "step.cancelled",
+        "task.completed",
+    ):
         assert expected in names
 
 
@@ -371,9 +411,9 @@ def test_manual_change_racing_a_stale_read_is_refused() -> None:
 def test_events_follow_the_catalogue_and_per_step_order() -> None:
     import tomllib
 
-    from tasker_core import _native
+    from tasker_core import SPEC_EVENTS_TOML
 
-    catalogue = tomllib.loads(_native.SPEC_EVENTS_TOML)
+    catalogue = tomllib.loads(SPEC_EVENTS_TOML)
     engine = make_engine([workflow("ev", steps_of(SHAPES["diamond"]))], {"t.echo": echo})
     rec = Recorder()
     engine.subscribe("*", rec)
@@ -448,8 +488,14 @@ def test_lease_of_a_dead_worker_is_reclaimed_and_the_attempt_counted() -> None:
     store.apply(
         [
             StepChange(task.id, "a", "pending", "enqueued"),
-            StepChange(task.id, "a", "enqueued", "in_progress", lease_owner=dead,
-                       lease_expires_at=first.clock.now() + 3600),
+            StepChange(
+                task.id,
+                "a",
+                "enqueued",
+                "in_progress",
+                lease_owner=dead,
+                lease_expires_at=first.clock.now() + 3600,
+            ),
         ],
         first.clock.now(),
     )
@@ -490,7 +536,8 @@ def test_retry_budget_and_schedule_hold_for_any_failure_pattern(
     retry = {"max_attempts": max_attempts, "backoff": {"base": base, "max": "1h"}}
     engine = make_engine(
         [workflow("budget", steps_of({n: [] for n in names}, handler="t.run", retry=retry))],
-        {"t.run": run}, clock=clock,
+        {"t.run": run},
+        clock=clock,
     )
     task = engine.run(TaskRequest("test", "budget"))
     steps = {s.name: s for s in engine.get_steps(task.id)}
@@ -520,8 +567,14 @@ def test_an_expired_lease_is_reclaimed_even_when_its_owner_is_unknown() -> None:
     store.apply(
         [
             StepChange(task.id, "a", "pending", "enqueued"),
-            StepChange(task.id, "a", "enqueued", "in_progress", lease_owner=other_host,
-                       lease_expires_at=clock.now() + 30),
+            StepChange(
+                task.id,
+                "a",
+                "enqueued",
+                "in_progress",
+                lease_owner=other_host,
+                lease_expires_at=clock.now() + 30,
+            ),
         ],
         clock.now(),
     )

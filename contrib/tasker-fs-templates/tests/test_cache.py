@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tasker_core import TaskTemplate, TemplateError
 
-import tasker_fs_templates.finder as finder_module
 from tasker_fs_templates import FilesystemTemplateFinder
-from tasker_fs_templates.cache import Signature, signature
 
 Put = Callable[..., Path]
 Settle = Callable[[], None]
@@ -34,15 +33,15 @@ def source(found: TaskTemplate | None) -> str:
 
 @pytest.fixture
 def stat_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Every path the finder stats, in order (the hot path's whole cost)."""
+    """Every path stat-ed while the test runs, in order (a cached lookup's whole cost)."""
     calls: list[str] = []
-    real = signature
+    real = os.stat
 
-    def counting(path: str) -> Signature | None:
-        calls.append(path)
-        return real(path)
+    def counting(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        calls.append(str(path))
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(finder_module, "signature", counting)
+    monkeypatch.setattr(os, "stat", counting)
     yield calls
 
 
@@ -75,8 +74,9 @@ def test_a_cached_lookup_does_not_grow_with_the_tree(
         finder.find("shop", "order", v)
         stat_calls.clear()
         finder.find("shop", "order", v)
-        # Exact: the directory and the file. Latest: the four rule places, plus the winner.
-        assert len(stat_calls) == (2 if v else 7), stat_calls
+        # Exact: <dir>/shop/order and the file. Latest: those, plus <dir> and <dir>/shop whose
+        # listings show that no other rule has a file here.
+        assert len(stat_calls) == (2 if v else 4), stat_calls
 
 
 def test_an_edited_template_is_seen(root: Path, put: Put, settle: Settle) -> None:
@@ -208,3 +208,15 @@ def test_clear_forgets_everything(root: Path, put: Put, settle: Settle) -> None:
     finder.clear()
     finder.find("shop", "order", None)
     assert finder.files.parses == 2
+
+
+def test_remembered_answers_are_bounded(root: Path, put: Put, settle: Settle) -> None:
+    put("order.yml", "shop", "order", "1.0.0")
+    settle()
+    finder = FilesystemTemplateFinder([root], max_answers=5)
+    for minor in range(12):
+        assert finder.find("shop", "order", f"9.{minor}") is None
+    assert finder.find("shop", "order", "1.0.0") is not None
+    searches = finder.stats.searches
+    assert finder.find("shop", "order", "1.0.0") is not None
+    assert finder.stats.searches == searches

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -258,7 +257,3 @@ def template_text_salt(base: Path, source: str | None) -> str:
 
 EditedTree.TestCase.settings = settings(max_examples=30, stateful_step_count=25, deadline=None)
 test_edited_trees_agree_with_the_reference = EditedTree.TestCase
-
-
-def test_fake_time_is_in_the_past() -> None:
-    assert FakeTime().tick() < time.time_ns() - 10**9 * 3600

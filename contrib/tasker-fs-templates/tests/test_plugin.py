@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tasker_core import Config, TemplateError
+from tasker_core import Config, TemplateError, TemplateFinder
 from tasker_core.plugin import PluginHost
 
 import tasker_fs_templates.plugin as plugin
+from tasker_fs_templates import FilesystemTemplateFinder
 
 Put = Callable[..., Path]
 Settle = Callable[[], None]
@@ -93,3 +94,10 @@ def test_templates_cache_false_rereads(
         host.find_template("shop", "order", None, cfg)
     finder = plugin.finder_for(cfg)
     assert finder is not None and finder.files.parses >= 3
+
+
+def test_the_finder_is_a_template_finder(root: Path, put: Put) -> None:
+    put("order.yml", "shop", "order", "1.0.0")
+    finder: TemplateFinder = FilesystemTemplateFinder([root])  # checked by mypy
+    found = finder.find("shop", "order", None)
+    assert found is not None and found.key == "shop/order@1.0.0"

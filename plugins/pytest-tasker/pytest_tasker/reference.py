@@ -16,7 +16,6 @@ state code or an attempt (it raises OverflowError before any semantics apply).
 from __future__ import annotations
 
 import heapq
-import importlib
 import math
 import tomllib
 from collections.abc import Sequence
@@ -50,12 +49,10 @@ MIX2 = 0x94D049BB133111EB
 
 
 def states_toml() -> str:
-    """The spec/states.toml text the installed native module embeds (its text, not its logic)."""
-    native = importlib.import_module("tasker_core._native")
-    text = native.SPEC_STATES_TOML
-    if not isinstance(text, str):
-        raise TypeError("tasker_core._native.SPEC_STATES_TOML is not a string")
-    return text
+    """The spec/states.toml text tasker-core was built from (its text, not its logic)."""
+    import tasker_core
+
+    return tasker_core.SPEC_STATES_TOML
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,7 +330,7 @@ class RefGraph:
                 )
         machine = self._machine
         for code in states:
-            machine.is_terminal(code)  # raises UnknownStateError for a code outside the table
+            machine._state(code)  # UnknownStateError for a code outside the table
         pending = machine.state_code("pending")
         error = machine.state_code("error")
         found = []

@@ -255,9 +255,11 @@ def defective_graphs(
         if defect == "cycle":
             position = {name: i for i, name in enumerate(step_names_)}
             has_parents = [i for i in range(n) if deps[i]]
-            if not has_parents:
+            if not has_parents:  # no edge to close: make two steps wait for each other
                 if n < 2:
-                    continue
+                    step_names_.append(_absent_name(step_names_, step_names_[0]))
+                    deps.append([])
+                    n += 1
                 a, b = draw(st.lists(st.integers(0, n - 1), min_size=2, max_size=2, unique=True))
                 deps[a].append(step_names_[b])
                 deps[b].append(step_names_[a])

@@ -1,0 +1,371 @@
+"""The ``zmq`` event sink: lifecycle events out of an XPUB socket, never blocking the engine.
+
+Threads: the engine's event bus calls :meth:`ZmqSink.publish` on the sink's bus thread; that
+thread only encodes the batch and hands it to the sink's own I/O thread, which is the only thread
+that ever touches the ZeroMQ socket (ZeroMQ sockets are not thread-safe). The hand-off waits for
+the I/O thread to finish the batch, so the bus's bounded buffer stays the one place where events
+queue up, and its bound is the memory bound.
+
+Sends never wait: the socket is an XPUB with ``XPUB_NODROP`` and every send is ``NOBLOCK``, so
+an event that no subscriber wants, or that meets a full high-water mark (a slow subscriber, a
+slow or absent proxy), is dropped on the spot and counted. XPUB rather than PUB because it also
+receives the subscriptions, which is how the sink tells "nobody listens" apart from "too slow",
+and how :meth:`ZmqSink.wait_for_subscriptions` answers ZeroMQ's slow-joiner problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import cast
+
+import zmq
+from tasker_core import ConfigError, Event
+from zmq.auth.thread import ThreadAuthenticator
+
+from tasker_zmq.auth import SUBSCRIBERS, start_authenticator
+from tasker_zmq.keys import KeyPair, load_public_key, load_secret_key
+from tasker_zmq.options import SECTION, ZmqOptions
+from tasker_zmq.wire import encode
+
+__all__ = ["ZmqSink"]
+
+log = logging.getLogger("tasker.zmq")
+
+_Message = tuple[bytes, bytes]
+_DROP_KINDS = ("no_subscriber", "hwm", "unencodable", "closed")
+_START_TIMEOUT = 30.0  # opening a socket is immediate; this only guards against a wedged thread
+_CLOSE_GRACE = 5.0
+
+
+class _Keys:
+    """The CURVE material a socket needs, loaded (and checked) before the I/O thread starts."""
+
+    def __init__(self, options: ZmqOptions) -> None:
+        curve = options.curve
+        self.server_public: bytes | None = None
+        self.own: KeyPair | None = None
+        self.authorized: Path | None = None
+        if curve is None:
+            return
+        try:
+            if curve.server_public_key is not None:
+                self.server_public = load_public_key(curve.server_public_key)
+            if curve.client_secret_key is not None:
+                self.own = load_secret_key(curve.client_secret_key)
+            if curve.server_secret_key is not None:
+                self.own = load_secret_key(curve.server_secret_key)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key_path=f"{SECTION}.curve") from None
+        if curve.authorized_keys is not None:
+            self.authorized = curve.authorized_keys
+
+
+class ZmqSink:
+    """Publishes events as ``[name, JSON]`` messages; see the module docstring for threading.
+
+    ``stats()`` counts what was sent and what was dropped, by reason; drops at the high-water
+    mark are logged at WARNING every ``events.zmq.log_interval``, drops for want of any
+    subscriber at DEBUG (nobody tailing the bus is normal).
+    """
+
+    name = "zmq"
+
+    def __init__(self, options: ZmqOptions) -> None:
+        self.options = options
+        self._keys = _Keys(options)
+        self._cond = threading.Condition()
+        self._batch: list[_Message] | None = None
+        self._closing = False
+        self._stopped = False
+        self._subscriptions: set[bytes] = set()
+        self._sent = 0
+        self._drops = dict.fromkeys(_DROP_KINDS, 0)
+        self._reported = dict(self._drops)
+        self._endpoint = options.endpoint
+        self._start_errors: list[BaseException] = []
+        self._ready = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._thread = threading.Thread(target=self._run, name="tasker-zmq-io", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(_START_TIMEOUT):
+            raise RuntimeError(f"the zmq sink's I/O thread did not start within {_START_TIMEOUT}s")
+        if self._start_errors:
+            self._close_pipe()
+            raise self._start_errors[0]
+
+    # -- the bus side ------------------------------------------------------------------------
+
+    def publish(self, events: Sequence[Event]) -> None:
+        """Encode the batch and hand it to the I/O thread; returns once it was sent or dropped."""
+        batch: list[_Message] = []
+        for event in events:
+            try:
+                batch.append(encode(event))
+            except (TypeError, ValueError) as exc:
+                self._count("unencodable", 1)
+                log.warning(
+                    "zmq sink: dropped %s event %s: not plain JSON (%s)", event.name, event.id, exc
+                )
+        if not batch:
+            return
+        with self._cond:
+            while self._batch is not None and not self._stopped:
+                self._cond.wait()
+            if self._stopped or self._closing:
+                self._drops["closed"] += len(batch)
+                return
+            self._batch = batch
+            self._wake()
+            while self._batch is batch and not self._stopped:
+                self._cond.wait()
+
+    def close(self) -> None:
+        """Send what is handed over, then give the socket ``linger`` to flush; idempotent."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._wake()
+        self._thread.join(self.options.linger + _CLOSE_GRACE)
+        if self._thread.is_alive():
+            log.warning("zmq sink: the I/O thread did not stop in time; leaving it behind")
+            return
+        self._close_pipe()
+        stats = self.stats()
+        if stats["dropped"]:
+            log.info(
+                "zmq sink closed: %d events sent, %d dropped %s",
+                stats["sent"],
+                stats["dropped"],
+                {k: stats[k] for k in _DROP_KINDS if stats[k]},
+            )
+
+    # -- introspection -----------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """The address in use (a bound ``*`` port resolved to the port the OS picked)."""
+        return self._endpoint
+
+    @property
+    def dropped(self) -> int:
+        with self._cond:
+            return sum(self._drops.values())
+
+    def stats(self) -> dict[str, int]:
+        """``sent``, ``dropped``, and drops by reason: no_subscriber, hwm, unencodable, closed."""
+        with self._cond:
+            return {"sent": self._sent, "dropped": sum(self._drops.values()), **self._drops}
+
+    def subscriptions(self) -> frozenset[str]:
+        """The topic prefixes someone downstream subscribes to, as this socket last heard."""
+        with self._cond:
+            return frozenset(s.decode(errors="replace") for s in self._subscriptions)
+
+    def wait_for_subscriptions(self, prefixes: Iterable[str] = (), timeout: float = 5.0) -> bool:
+        """Wait until each of ``prefixes`` is subscribed (any subscription if none is given).
+
+        The slow-joiner remedy: ZeroMQ drops what a PUB socket sends before a subscriber's
+        subscription has reached it, so a short-lived publisher that must not miss its audience
+        waits here first. False when ``timeout`` passes first.
+        """
+        wanted = {p.encode() for p in prefixes}
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not (wanted <= self._subscriptions if wanted else self._subscriptions):
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stopped:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    # -- the I/O thread ----------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        # A full pipe already holds wake-ups: the thread will look anyway.
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
+
+    def _close_pipe(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _count(self, kind: str, n: int) -> None:
+        with self._cond:
+            self._drops[kind] += n
+
+    def _run(self) -> None:
+        context = zmq.Context()
+        auth: ThreadAuthenticator | None = None
+        socket: zmq.Socket[bytes] | None = None
+        try:
+            try:
+                socket, auth = self._open(context)
+            except BaseException as exc:
+                self._start_errors.append(exc)
+                return
+            finally:
+                self._ready.set()
+            try:
+                self._serve(socket)
+            except Exception:
+                log.exception("zmq sink: the I/O thread failed; events are dropped from now on")
+        finally:
+            with self._cond:
+                self._stopped = True
+                if self._batch is not None:
+                    self._drops["closed"] += len(self._batch)
+                    self._batch = None
+                self._cond.notify_all()
+            if socket is not None:
+                socket.close(linger=int(self.options.linger * 1000))
+            if auth is not None:
+                auth.stop()
+            context.term()  # waits for queued messages, at most `linger`
+
+    def _open(
+        self, context: zmq.Context[zmq.Socket[bytes]]
+    ) -> tuple[zmq.Socket[bytes], ThreadAuthenticator | None]:
+        options, keys = self.options, self._keys
+        socket: zmq.Socket[bytes] = context.socket(zmq.XPUB)
+        auth: ThreadAuthenticator | None = None
+        try:
+            socket.setsockopt(zmq.SNDHWM, options.hwm)
+            socket.setsockopt(zmq.XPUB_NODROP, 1)
+            socket.setsockopt(zmq.LINGER, int(options.linger * 1000))
+            if keys.own is not None:
+                socket.curve_secretkey = keys.own.secret
+                socket.curve_publickey = keys.own.public
+            if keys.server_public is not None:
+                socket.curve_serverkey = keys.server_public
+            elif keys.own is not None:
+                socket.curve_server = True
+                socket.zap_domain = SUBSCRIBERS.encode()
+                if keys.authorized is not None:
+                    auth = start_authenticator(context, {SUBSCRIBERS: keys.authorized})
+            key = "bind" if options.binds else "publish"
+            try:
+                if options.binds:
+                    socket.bind(options.endpoint)
+                else:
+                    socket.connect(options.endpoint)
+            except zmq.ZMQError as exc:
+                verb = "bind" if options.binds else "connect to"
+                raise ConfigError(
+                    f"cannot {verb} {options.endpoint!r}: {exc}", key_path=f"{SECTION}.{key}"
+                ) from None
+            if options.binds:
+                self._endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        except BaseException:
+            socket.close(linger=0)
+            if auth is not None:
+                auth.stop()
+            raise
+        return socket, auth
+
+    def _serve(self, socket: zmq.Socket[bytes]) -> None:
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        interval = self.options.log_interval
+        next_report = time.monotonic() + interval
+        while True:
+            wait_ms = max(0.0, next_report - time.monotonic()) * 1000
+            poller.poll(int(wait_ms) + 1)
+            self._drain_wakeups()
+            self._read_subscriptions(socket)
+            with self._cond:
+                batch, closing = self._batch, self._closing
+            if batch is not None:
+                self._send(socket, batch)
+                with self._cond:
+                    self._batch = None
+                    self._cond.notify_all()
+            if time.monotonic() >= next_report:
+                self._report(interval)
+                next_report = time.monotonic() + interval
+            if closing and batch is None:
+                return
+
+    def _drain_wakeups(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
+
+    def _read_subscriptions(self, socket: zmq.Socket[bytes]) -> None:
+        """Apply (un)subscription messages: ``\\x01prefix`` subscribes, ``\\x00prefix`` leaves."""
+        if not _readable(socket):
+            return
+        with self._cond:  # waiters read the set under this lock
+            while _readable(socket):
+                message = socket.recv()
+                kind, prefix = message[:1], message[1:]
+                if kind == b"\x01":
+                    self._subscriptions.add(prefix)
+                elif kind == b"\x00":
+                    self._subscriptions.discard(prefix)
+            self._cond.notify_all()
+
+    def _send(self, socket: zmq.Socket[bytes], batch: list[_Message]) -> None:
+        self._read_subscriptions(socket)
+        subscriptions = self._subscriptions
+        everything = b"" in subscriptions
+        wanted: dict[bytes, bool] = {}
+        send = socket.send
+        more, last = zmq.SNDMORE | zmq.NOBLOCK, zmq.NOBLOCK
+        sent = no_subscriber = full = 0
+        for topic, payload in batch:
+            routed = everything or wanted.get(topic)
+            if routed is None:
+                routed = wanted[topic] = any(topic.startswith(s) for s in subscriptions)
+            if not routed:
+                no_subscriber += 1
+                continue
+            try:
+                send(topic, more)
+            except zmq.Again:
+                full += 1
+                continue
+            # libzmq checks the high-water mark per whole message: once the first frame is in,
+            # the second cannot meet a full pipe, so this never raises Again.
+            send(payload, last)
+            sent += 1
+        with self._cond:
+            self._sent += sent
+            self._drops["no_subscriber"] += no_subscriber
+            self._drops["hwm"] += full
+
+    def _report(self, interval: float) -> None:
+        with self._cond:
+            new = {k: self._drops[k] - self._reported[k] for k in _DROP_KINDS}
+            self._reported = dict(self._drops)
+        if new["hwm"]:
+            log.warning(
+                "zmq sink: dropped %d events in the last %gs at the high-water mark "
+                "(events.zmq.hwm=%d) on %s: a subscriber or the proxy is too slow or gone",
+                new["hwm"],
+                interval,
+                self.options.hwm,
+                self._endpoint,
+            )
+        if new["no_subscriber"]:
+            log.debug(
+                "zmq sink: %d events had no subscriber on %s in the last %gs",
+                new["no_subscriber"],
+                self._endpoint,
+                interval,
+            )
+
+
+def _readable(socket: zmq.Socket[bytes]) -> bool:
+    """A message is waiting (a cheap option read, no poll call)."""
+    return bool(cast(int, socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
