@@ -54,6 +54,8 @@ def typing(session: nox.Session) -> None:
     """mypy --strict over the kernel, and stubtest of the hand-written native stub."""
     session.run("mypy", "tasker_core", external=True)
     session.run("python", "-m", "mypy.stubtest", "tasker_core._native", external=True)
+    for package in CONTRIB + PLUGINS:
+        session.run("mypy", "--strict", "--follow-imports=silent", str(package), external=True)
 
 
 @nox.session

@@ -22,7 +22,7 @@ from typing import Any
 
 from tasker_core.clock import Clock, SystemClock
 from tasker_core.config import Config, load_config
-from tasker_core.errors import StaleStateError, TemplateNotFoundError
+from tasker_core.errors import StaleStateError, StepNotFoundError, TemplateNotFoundError
 from tasker_core.events import EventBus, SinkStats, Subscriber
 from tasker_core.fsm import StepState, TaskState
 from tasker_core.handlers import decorated_handlers
@@ -105,7 +105,8 @@ class Engine:
         return template
 
     def load_template(self, path: str | os.PathLike[str]) -> TaskTemplate:
-        return self.register_template(load_template_file(path))
+        default = self.config.execution.default_max_attempts
+        return self.register_template(load_template_file(path, default_max_attempts=default))
 
     def get_template(self, namespace: str, name: str, version: str | None = None) -> TaskTemplate:
         """The registry first, then template-finder plugins (e.g. YAML files on disk)."""
@@ -301,7 +302,7 @@ class Engine:
             return self._manual(task, changes, reason)
         current = {s.name: s for s in self.store.get_steps(task_id)}
         if step not in current:
-            raise KeyError(f"task {task_id} has no step {step!r} (steps: {', '.join(current)})")
+            raise StepNotFoundError(task_id, step, list(current))
         changes = [
             StepChange(
                 task_id,

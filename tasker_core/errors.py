@@ -129,6 +129,13 @@ class TaskNotFoundError(TaskerError, LookupError):
         super().__init__(f"no task {task_id!r}")
 
 
+class StepNotFoundError(TaskerError, LookupError):
+    def __init__(self, task_id: str, step: str, known: list[str]) -> None:
+        self.task_id = task_id
+        self.step = step
+        super().__init__(f"task {task_id} has no step {step!r} (steps: {', '.join(known)})")
+
+
 class StaleStateError(TaskerError):
     """A compare-and-set lost: the record was no longer in the expected state. Nothing changed."""
 

@@ -1,8 +1,9 @@
 """The SQLite store's schema: Core Table objects for queries, and the versioned migrations.
 
 Migrations are frozen DDL text, applied in order inside one ``BEGIN IMMEDIATE`` transaction at
-open and recorded in ``tasker_schema_version``; opening an up-to-date database changes nothing, and
-two processes opening a new file at once cannot both migrate it. The Table objects describe the
+open and recorded in ``tasker_schema_version``. Opening an up-to-date database only reads (so a
+reader process never waits for a busy writer), and two processes opening a new file at once cannot
+both migrate it. The Table objects describe the
 latest schema (a test holds them to what the migrations build). A later schema change is a new
 entry at the end of :data:`MIGRATIONS`, never an edit of an old one.
 """
@@ -178,24 +179,36 @@ _VERSION_TABLE_DDL = """CREATE TABLE IF NOT EXISTS tasker_schema_version (
 
 
 def current_version(conn: Connection) -> int:
-    """The schema version recorded in the database (0 for a new one)."""
-    conn.exec_driver_sql(_VERSION_TABLE_DDL)
+    """The schema version recorded in the database (0 for a new one). Reads only."""
+    has_table = conn.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+        (schema_version.name,),
+    ).first()
+    if has_table is None:
+        return 0
     found = conn.execute(select(func.max(schema_version.c.version))).scalar()
     return int(found or 0)
+
+
+def check_supported(version: int, where: str) -> None:
+    """Refuse a database newer than this code, naming ``where`` and both versions."""
+    if version > LATEST_VERSION:
+        raise TaskerError(
+            f"{where}: database schema version {version} is newer than this tasker-core "
+            f"supports ({LATEST_VERSION}); upgrade tasker-core"
+        )
 
 
 def migrate(conn: Connection, where: str) -> list[int]:
     """Apply every migration the database lacks, in order; return the versions applied.
 
-    Runs in the caller's (write) transaction. A database newer than this code is refused, naming
-    ``where`` and both versions, rather than written to with an outdated idea of its schema.
+    Runs in the caller's write transaction, so two processes opening a new database cannot both
+    migrate it. A database newer than this code is refused (:func:`check_supported`) rather than
+    written to with an outdated idea of its schema.
     """
+    conn.exec_driver_sql(_VERSION_TABLE_DDL)
     have = current_version(conn)
-    if have > LATEST_VERSION:
-        raise TaskerError(
-            f"{where}: database schema version {have} is newer than this tasker-core supports "
-            f"({LATEST_VERSION}); upgrade tasker-core"
-        )
+    check_supported(have, where)
     applied: list[int] = []
     for migration in MIGRATIONS:
         if migration.version <= have:

@@ -40,7 +40,12 @@ from tasker_core.builtin.batch import (
     plan_batch,
     referenced,
 )
-from tasker_core.builtin.sqlite_schema import current_version, migrate
+from tasker_core.builtin.sqlite_schema import (
+    LATEST_VERSION,
+    check_supported,
+    current_version,
+    migrate,
+)
 from tasker_core.builtin.sqlite_schema import steps as steps_t
 from tasker_core.builtin.sqlite_schema import tasks as tasks_t
 from tasker_core.builtin.sqlite_schema import transitions as transitions_t
@@ -158,8 +163,18 @@ class SQLiteStore:
         self._busy_ms = max(0, round(busy_timeout * 1000))
         event.listen(self._engine, "connect", self._on_connect)
         event.listen(self._engine, "begin", self._on_begin)
+        self.applied_migrations = self._open_schema()
+
+    def _open_schema(self) -> list[int]:
+        """Migrate if needed; an up-to-date database is only read (no write lock at open)."""
+        where = str(self.path or self.url)
+        with self._read() as conn:
+            have = current_version(conn)
+        check_supported(have, where)
+        if have == LATEST_VERSION:
+            return []
         with self._write() as conn:
-            self.applied_migrations = migrate(conn, str(self.path or url))
+            return migrate(conn, where)
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -464,7 +479,7 @@ class SQLiteStore:
 
     def schema_version(self) -> int:
         """The schema version of the open database."""
-        with self._write() as conn:
+        with self._read() as conn:
             return current_version(conn)
 
     def close(self) -> None:

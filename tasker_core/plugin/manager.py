@@ -268,7 +268,8 @@ class PluginHost:
             except Exception as exc:
                 raise PluginError(
                     f"cannot load plugin {name!r} from {_describe_ep(ep)}: "
-                    f"{type(exc).__name__}: {exc}"
+                    f"{type(exc).__name__}: {exc} (fix or uninstall it, or skip it with "
+                    f"{DISABLE_ENV}={name})"
                 ) from exc
             dist = ep.dist
             self.register(

@@ -28,17 +28,34 @@ CATALOGUE = HERE.parents[2] / "spec" / "events.toml"
 CLI = [sys.executable, "-m", "tasker_core.cli"]
 
 
+_pending: dict[int, bytes] = {}
+
+
 def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
-    """The next stdout line of ``proc`` within ``timeout`` seconds (AssertionError otherwise)."""
+    """The next stdout line of ``proc`` within ``timeout`` seconds (AssertionError otherwise).
+
+    Reads the pipe's descriptor directly: the text wrapper's read-ahead would hide lines from
+    ``select``.
+    """
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    buffer = _pending.pop(fd, b"")
     with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout):
-            raise AssertionError(f"no output from {proc.args} within {timeout}s")
-    line = proc.stdout.readline()
-    if not line:
-        raise AssertionError(f"{proc.args} ended (status {proc.wait(5)}) without output")
-    return line
+        selector.register(fd, selectors.EVENT_READ)
+        while b"\n" not in buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                _pending[fd] = buffer
+                raise AssertionError(f"no output line from {proc.args} within {timeout}s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"{proc.args} ended (status {proc.wait(5)}): {buffer!r}")
+            buffer += chunk
+    line, rest = buffer.split(b"\n", 1)
+    if rest:
+        _pending[fd] = rest
+    return line.decode() + "\n"
 
 
 def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 15) -> int:

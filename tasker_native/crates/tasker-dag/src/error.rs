@@ -66,6 +66,35 @@ impl fmt::Display for GraphError {
 
 impl std::error::Error for GraphError {}
 
+/// Why resolved dependencies do not form a DAG; [`GraphError`] is the same with names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DagError {
+    /// The first step (by position) that lists itself.
+    SelfDependency {
+        /// The step's index.
+        step: usize,
+    },
+    /// A dependency cycle, the re-entered step first and last, along dependency edges.
+    Cycle {
+        /// Step indices: `[a, b, a]` means a depends on b and b on a.
+        path: Vec<u32>,
+    },
+}
+
+impl fmt::Display for DagError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DagError::SelfDependency { step } => write!(f, "step {step} depends on itself"),
+            DagError::Cycle { path } => {
+                let steps: Vec<String> = path.iter().map(u32::to_string).collect();
+                write!(f, "dependency cycle: {}", steps.join(" -> "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for DagError {}
+
 /// A step index outside the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexError {

@@ -3,7 +3,7 @@
 use tasker_fsm::STEP;
 
 use crate::error::ReadyError;
-use crate::graph::WorkflowGraph;
+use crate::dag::Dag;
 
 /// One column per step attribute, each with one entry per step (by index).
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +50,7 @@ fn code(name: &str) -> i64 {
     i64::try_from(code).expect("state codes are small")
 }
 
-impl WorkflowGraph {
+impl Dag {
     /// The ready steps at time `now`, ascending.
     ///
     /// A step is ready when it is not leased; and it is `pending`, or `error` with `retryable`,

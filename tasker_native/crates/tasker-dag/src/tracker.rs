@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use crate::error::IndexError;
-use crate::graph::WorkflowGraph;
+use crate::dag::Dag;
 
 /// Counts each step's unsatisfied parents, so running an N-step DAG costs O(N + E) in total.
 #[derive(Debug, Clone)]
 pub struct DependencyTracker {
-    graph: Arc<WorkflowGraph>,
+    graph: Arc<Dag>,
     remaining: Vec<u32>,
     satisfied: Vec<bool>,
     satisfied_count: usize,
@@ -16,7 +16,7 @@ pub struct DependencyTracker {
 
 impl DependencyTracker {
     /// A tracker over `graph` in which the steps of `satisfied` are already satisfied.
-    pub fn new(graph: Arc<WorkflowGraph>, satisfied: &[usize]) -> Result<Self, IndexError> {
+    pub fn new(graph: Arc<Dag>, satisfied: &[usize]) -> Result<Self, IndexError> {
         for &step in satisfied {
             graph.check_index(step)?;
         }
@@ -35,7 +35,7 @@ impl DependencyTracker {
     }
 
     /// The graph this tracker counts over.
-    pub fn graph(&self) -> &Arc<WorkflowGraph> {
+    pub fn graph(&self) -> &Arc<Dag> {
         &self.graph
     }
 

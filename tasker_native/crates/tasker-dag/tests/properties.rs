@@ -98,7 +98,7 @@ fn random_dags_order_levels_and_tracker_agree_with_brute_force() {
         // Tracker: satisfying steps in a random order unblocks exactly the steps whose parents
         // are then all satisfied, each once, and agrees with a full readiness solve.
         let graph = Arc::new(graph);
-        let mut tracker = DependencyTracker::new(graph.clone(), &[]).unwrap();
+        let mut tracker = DependencyTracker::new(graph.dag().clone(), &[]).unwrap();
         let mut sat = vec![false; n];
         let mut seen: Vec<u32> = tracker.unblocked();
         let mut remaining: Vec<usize> = (0..n).collect();
@@ -213,8 +213,8 @@ fn bad_inputs_are_named() {
         graph.children(5).unwrap_err().to_string(),
         "step index 5 out of range for a graph of 2 steps"
     );
-    assert!(DependencyTracker::new(graph.clone(), &[0, 2]).is_err());
-    let mut tracker = DependencyTracker::new(graph.clone(), &[0]).unwrap();
+    assert!(DependencyTracker::new(graph.dag().clone(), &[0, 2]).is_err());
+    let mut tracker = DependencyTracker::new(graph.dag().clone(), &[0]).unwrap();
     assert!(tracker.mark_satisfied(9).is_err());
     assert_eq!(tracker.remaining_parents(1).unwrap(), 0);
     assert_eq!(tracker.unblocked(), vec![1]);

@@ -1,0 +1,198 @@
+"""The sink in one process: bound directly (the single-process setup), real sockets."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+import zmq
+from tasker_core import Config, ConfigError, Engine, Event, TaskRequest
+from tasker_core.plugin import PluginHost
+from tasker_zmq import Subscriber, ZmqOptions, ZmqSink
+
+ANY_PORT = "tcp://127.0.0.1:*"
+
+
+def bound_sink(**options: Any) -> ZmqSink:
+    return ZmqSink(ZmqOptions.from_mapping({"bind": ANY_PORT, **options}))
+
+
+def receive_all(subscriber: Subscriber, n: int, timeout: float = 20) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        event = subscriber.receive(0.2)
+        if event is not None:
+            got.append(event)
+    return got
+
+
+def test_a_bound_sink_delivers_every_event_in_order(
+    make_engine: Callable[..., Engine], check_fields: Callable[[Mapping[str, Any]], None]
+) -> None:
+    sink = bound_sink()
+    subscriber = Subscriber(sink.endpoint)
+    try:
+        assert sink.wait_for_subscriptions([""], timeout=10)
+        engine = make_engine([sink], width=20)
+        recorded: list[Event] = []
+        engine.subscribe("*", recorded.append)
+        task = engine.run(TaskRequest("zmq", "fan"), timeout=60)
+        assert task.state == "complete"
+        engine.close()  # flushes the bus, then the socket within its linger
+        got = receive_all(subscriber, len(recorded))
+    finally:
+        subscriber.close()
+    assert got == [event.to_dict() for event in recorded]
+    for event in got:
+        check_fields(event)
+    assert sink.stats()["sent"] == len(recorded)
+    assert sink.dropped == 0
+
+
+def test_events_nobody_subscribes_to_are_dropped_and_counted(
+    make_engine: Callable[..., Engine],
+) -> None:
+    sink = bound_sink()
+    subscriber = Subscriber(sink.endpoint, ["task.completed"])
+    try:
+        assert sink.wait_for_subscriptions(["task.completed"], timeout=10)
+        assert sink.subscriptions() == {"task.completed"}
+        engine = make_engine([sink], width=5)
+        recorded: list[Event] = []
+        engine.subscribe("*", recorded.append)
+        engine.run(TaskRequest("zmq", "fan"), timeout=60)
+        engine.close()
+        got = receive_all(subscriber, 1)
+        assert subscriber.receive(0.2) is None
+    finally:
+        subscriber.close()
+    assert [e["name"] for e in got] == ["task.completed"]
+    stats = sink.stats()
+    assert stats["sent"] == 1
+    assert stats["no_subscriber"] == stats["dropped"] == len(recorded) - 1
+
+
+def test_a_subscriber_that_never_reads_cannot_hold_up_a_10000_step_run(
+    make_engine: Callable[..., Engine], caplog: pytest.LogCaptureFixture
+) -> None:
+    buffer_size = 2000
+    sink = bound_sink(hwm=50, log_interval="100ms")
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sleeper = context.socket(zmq.SUB)  # subscribes, then never reads
+    sleeper.setsockopt(zmq.RCVHWM, 10)
+    sleeper.setsockopt(zmq.RCVBUF, 4096)
+    sleeper.setsockopt(zmq.SUBSCRIBE, b"")
+    sleeper.connect(sink.endpoint)
+    highest = 0
+    running = threading.Event()
+    running.set()
+    try:
+        assert sink.wait_for_subscriptions([""], timeout=10)
+        engine = make_engine([sink], width=10_000, events={"buffer_size": buffer_size})
+
+        def watch() -> None:
+            nonlocal highest
+            while running.is_set():
+                highest = max(highest, engine.bus.buffered())
+                time.sleep(0.001)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        with caplog.at_level(logging.WARNING, logger="tasker.zmq"):
+            task = engine.run(TaskRequest("zmq", "fan"), timeout=300)
+            running.clear()
+            watcher.join()
+            engine.close()
+    finally:
+        running.clear()
+        sleeper.close(linger=0)
+        context.term()
+    assert task.state == "complete"
+    assert 0 < highest <= buffer_size
+    stats = sink.stats()
+    assert stats["hwm"] > 0
+    assert stats["sent"] + stats["dropped"] + engine.event_stats()["zmq"].dropped >= 30_000
+    assert any("high-water mark" in r.getMessage() for r in caplog.records)
+
+
+def test_the_plugin_builds_the_sink_from_events_zmq() -> None:
+    config = Config.from_mapping(
+        {"events": {"sinks": ["zmq"], "zmq": {"bind": ANY_PORT, "hwm": 123}}}
+    )
+    sinks = PluginHost.create().make_sinks(["zmq"], config)
+    try:
+        assert len(sinks) == 1
+        sink = sinks[0]
+        assert isinstance(sink, ZmqSink)
+        assert sink.options.hwm == 123
+        assert sink.endpoint.startswith("tcp://127.0.0.1:")
+        assert not sink.endpoint.endswith("*")
+    finally:
+        for sink in sinks:
+            sink.close()
+
+
+def test_the_plugin_names_the_bad_key() -> None:
+    config = Config.from_mapping({"events": {"sinks": ["zmq"], "zmq": {"hwm": 0}}})
+    with pytest.raises(ConfigError) as caught:
+        PluginHost.create().make_sinks(["zmq"], config)
+    assert caught.value.key_path == "events.zmq.hwm"
+
+
+def test_an_address_in_use_fails_at_start_naming_the_key() -> None:
+    first = bound_sink()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            ZmqSink(ZmqOptions.from_mapping({"bind": first.endpoint}))
+        assert caught.value.key_path == "events.zmq.bind"
+        assert first.endpoint in str(caught.value)
+    finally:
+        first.close()
+
+
+def test_publishing_after_close_counts_drops_and_close_is_idempotent(
+    make_engine: Callable[..., Engine],
+) -> None:
+    sink = bound_sink(linger="0s")
+    engine = make_engine([], width=1)
+    event = engine.bus.make(
+        "task.created", task_id="t", namespace="n", workflow="w", version="1", time=1.0
+    )
+    sink.close()
+    sink.close()
+    sink.publish([event, event])
+    assert sink.stats()["closed"] == 2
+
+
+def test_an_event_that_is_not_json_is_dropped_alone(make_engine: Callable[..., Engine]) -> None:
+    sink = bound_sink()
+    subscriber = Subscriber(sink.endpoint)
+    try:
+        assert sink.wait_for_subscriptions([""], timeout=10)
+        engine = make_engine([], width=1)
+        good = engine.bus.make("custom.ok", task_id="t", namespace="n", workflow="w",
+                               version="1", time=1.0, payload=[1, 2])
+        bad = engine.bus.make("custom.bad", task_id="t", namespace="n", workflow="w",
+                              version="1", time=1.0, payload=float("nan"))
+        sink.publish([bad, good])
+        got = receive_all(subscriber, 1)
+    finally:
+        subscriber.close()
+        sink.close()
+    assert [e["name"] for e in got] == ["custom.ok"]
+    assert sink.stats()["unencodable"] == 1
+
+
+def test_wait_for_subscriptions_times_out_without_subscribers() -> None:
+    sink = bound_sink()
+    try:
+        started = time.monotonic()
+        assert not sink.wait_for_subscriptions(["step."], timeout=0.2)
+        assert 0.2 <= time.monotonic() - started < 5
+    finally:
+        sink.close()
