@@ -509,6 +509,13 @@ def _structure_section(
         if key in keys:
             continue
         where = _locate(locations, (name, key), source)
+        if name == "events" and key == "sink_options":
+            raise ConfigError(
+                "is filled from sink sub-sections; write each sink's options under "
+                "events.<sink name> instead",
+                key_path="events.sink_options",
+                location=where,
+            )
         if name == "events" and (value is None or isinstance(value, Mapping)):
             extras[key] = dict(value or {})
             continue

@@ -176,6 +176,11 @@ class EventBus:
         self._lock = threading.Lock()
         self.ids = EventIds()
 
+    @property
+    def listening(self) -> bool:
+        """Whether any sink or subscriber would receive an event (else building one is waste)."""
+        return bool(self._workers)
+
     def make(
         self,
         name: str,

@@ -66,7 +66,7 @@ class Store(Protocol):
         """Every transition of the task and its steps, ordered by ``sort_key``."""
         ...
 
-    def apply(self, changes: Sequence[Change], now: float) -> list[bool]:
+    def apply(self, changes: Sequence[Change], now: float, atomic: bool = False) -> list[bool]:
         """Apply a batch of task and step changes in ONE transaction; say which ones applied.
 
         Before writing anything, every change is checked against the state table:
@@ -78,6 +78,10 @@ class Store(Protocol):
         the rest still apply. Each applied change appends a :class:`Transition` (``created_at`` =
         ``now``, next ``sort_key``, ``most_recent`` True, the previous one of that record False) and
         sets ``updated_at`` = ``now``; see StepChange and TaskChange for the other fields.
+
+        With ``atomic=True`` the batch is all or nothing: if any change loses its compare-and-set,
+        nothing is written and every entry is False (the engine builds each tick's changes on
+        top of each other and uses this, so a refused tick leaves no partial trace).
         """
         ...
 

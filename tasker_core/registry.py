@@ -1,7 +1,7 @@
 """The in-process registry of step handlers (by name) and templates (namespace, name, version).
 
-Writes take a lock and publish a fresh snapshot; reads use whatever snapshot is current, so the
-many readers on worker threads never wait on each other or on a registration. Registering the
+Writes take a lock; lookups are single dict reads (atomic), so the many readers on worker threads
+never wait on each other or on a registration, and listings copy under the lock. Registering the
 same object twice is harmless; registering a *different* one under a taken name is a start-up
 error, because silently letting the last plugin win is how two handlers get confused in prod.
 """
@@ -23,7 +23,7 @@ from tasker_core.templates import HANDLER_REF, TaskTemplate
 __all__ = ["Handler", "Registry"]
 
 Handler = Callable[..., Any]
-_TemplateKey = tuple[str, str, Version]
+_Name = tuple[str, str]
 
 
 def _describe(obj: object) -> str:
@@ -37,8 +37,9 @@ class Registry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._handlers: Mapping[str, Handler] = MappingProxyType({})
-        self._templates: Mapping[_TemplateKey, TaskTemplate] = MappingProxyType({})
+        self._handlers: dict[str, Handler] = {}
+        self._templates: dict[_Name, dict[Version, TaskTemplate]] = {}
+        self._latest: dict[_Name, TaskTemplate] = {}
 
     # -- handlers --
 
@@ -60,11 +61,12 @@ class Registry:
                     f"handler name {name!r} is already registered to {_describe(current)}; "
                     f"refusing to replace it with {_describe(fn)}"
                 )
-            self._handlers = MappingProxyType({**self._handlers, name: fn})
+            self._handlers[name] = fn
 
     def handlers(self) -> Mapping[str, Handler]:
         """A read-only snapshot of every registered handler by name."""
-        return self._handlers
+        with self._lock:
+            return MappingProxyType(dict(self._handlers))
 
     def get_handler(self, name: str) -> Handler | None:
         """The handler registered as ``name``, or None (no import is attempted)."""
@@ -105,9 +107,11 @@ class Registry:
 
     def register_template(self, template: TaskTemplate) -> None:
         """Add ``template``; PluginError if a different one has the same namespace/name/version."""
-        key = (template.namespace, template.name, Version(template.version))
+        name = (template.namespace, template.name)
+        version = Version(template.version)
         with self._lock:
-            current = self._templates.get(key)
+            versions = self._templates.setdefault(name, {})
+            current = versions.get(version)
             if current == template:
                 return
             if current is not None:
@@ -116,11 +120,18 @@ class Registry:
                     f" (from {current.source or 'code'}); refusing a different definition"
                     f" (from {template.source or 'code'})"
                 )
-            self._templates = MappingProxyType({**self._templates, key: template})
+            versions[version] = template
+            finals = [v for v in versions if not v.is_prerelease]
+            self._latest[name] = versions[max(finals or versions)]
 
     def templates(self) -> list[TaskTemplate]:
         """Every registered template, sorted by namespace, name, then version."""
-        return [self._templates[key] for key in sorted(self._templates)]
+        with self._lock:
+            return [
+                versions[version]
+                for name, versions in sorted(self._templates.items())
+                for version in sorted(versions)
+            ]
 
     def get_template(self, namespace: str, name: str, version: str | None = None) -> TaskTemplate:
         """The template with that exact version (``1.0`` matches ``1.0.0``), or the latest.
@@ -137,18 +148,13 @@ class Registry:
         self, namespace: str, name: str, version: str | None = None
     ) -> TaskTemplate | None:
         """Like :meth:`get_template` but None when there is no match."""
-        templates = self._templates
-        if version is not None:
-            try:
-                wanted = Version(version)
-            except InvalidVersion:
-                return None
-            return templates.get((namespace, name, wanted))
-        versions = [v for (ns, n, v) in templates if ns == namespace and n == name]
-        if not versions:
+        if version is None:
+            return self._latest.get((namespace, name))
+        try:
+            wanted = Version(version)
+        except InvalidVersion:
             return None
-        finals = [v for v in versions if not v.is_prerelease]
-        return templates[(namespace, name, max(finals or versions))]
+        return self._templates.get((namespace, name), {}).get(wanted)
 
 
 def _import_handler(ref: str) -> Handler:

@@ -176,6 +176,7 @@ class TaskTemplate:
     _context_validator: Draft202012Validator | None = attrs.field(
         init=False, default=None, eq=False, repr=False
     )
+    _step_index: dict[str, int] = attrs.field(init=False, factory=dict, eq=False, repr=False)
 
     @version.validator
     def _check_version(self, _attribute: Any, value: str) -> None:
@@ -198,6 +199,8 @@ class TaskTemplate:
                 self.context_schema, format_checker=Draft202012Validator.FORMAT_CHECKER
             )
         object.__setattr__(self, "_context_validator", validator)
+        # Filled in place: attrs already assigned the (empty) dict, and lookups must be O(1).
+        self._step_index.update((step.name, index) for index, step in enumerate(self.steps))
 
     @property
     def key(self) -> str:
@@ -210,10 +213,10 @@ class TaskTemplate:
 
     def step(self, name: str) -> StepTemplate:
         """The step called ``name``; KeyError if there is none."""
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(f"{self.key} has no step {name!r}")
+        index = self._step_index.get(name)
+        if index is None:
+            raise KeyError(f"{self.key} has no step {name!r}")
+        return self.steps[index]
 
     def validate_context(self, context: Any) -> None:
         """Check a task context against ``context_schema`` (anything passes without one).
@@ -549,15 +552,14 @@ class _Loader:
                 f"{path}: expected a list of step names, got {_describe(value)}",
                 _position(node, "depends_on"),
             )
-        names: list[str] = []
+        names: dict[str, None] = {}  # ordered and O(1) membership: a fan-in may list thousands
         for index, item in enumerate(value):
             if not isinstance(item, str):
                 raise self.fail(
                     f"{path}[{index}]: expected a step name, got {_describe(item)}",
                     _position(value, index),
                 )
-            if item not in names:
-                names.append(str(item))
+            names.setdefault(str(item), None)
         return tuple(names)
 
     def retry(self, node: Mapping[Any, Any], label: str) -> RetryPolicy:

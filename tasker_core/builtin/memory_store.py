@@ -129,7 +129,7 @@ class MemoryStore:
                     self._in_progress.add((task.id, step.name))
             return stored_task, True
 
-    def apply(self, changes: Sequence[Change], now: float) -> list[bool]:
+    def apply(self, changes: Sequence[Change], now: float, atomic: bool = False) -> list[bool]:
         events = check_events(changes)
         with self._lock:
             self._record("apply", changes=len(changes), now=now)
@@ -146,6 +146,8 @@ class MemoryStore:
                     s = self._steps[tid][pos]
                     steps[(tid, name)] = StepNow(s.state, s.attempts)
             plan = plan_batch(changes, events, tasks, steps, now, copy_json)
+            if atomic and not all(plan.applied):
+                return [False] * len(changes)
 
             # Nothing below can fail: the batch is valid and every payload is already copied.
             for tid, fields in plan.task_updates.items():

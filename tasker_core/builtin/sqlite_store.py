@@ -76,6 +76,9 @@ _STEP_COLUMNS = [
 ]
 _TASK_COLUMNS = [c for c in tasks_t.columns if c.name != "last_transition_id"]
 _TRANSITION_COLUMNS = [c.label("sort_key") if c.name == "id" else c for c in transitions_t.columns]
+_STEP_KEYS = tuple(c.name for c in _STEP_COLUMNS)
+_TASK_KEYS = tuple(c.name for c in _TASK_COLUMNS)
+_TRANSITION_KEYS = tuple(c.name for c in _TRANSITION_COLUMNS)
 
 
 def _chunks(items: Sequence[_T], size: int = CHUNK) -> Iterator[Sequence[_T]]:
@@ -97,7 +100,7 @@ def _encode_error(error: StepError | None) -> str | None:
 
 
 def _step_from_row(row: Any) -> Step:
-    data = dict(row._mapping)
+    data = dict(zip(_STEP_KEYS, row, strict=True))
     if data["results"] is not None:
         data["results"] = loads_json(data["results"])
     if data["error"] is not None:
@@ -106,13 +109,13 @@ def _step_from_row(row: Any) -> Step:
 
 
 def _task_from_row(row: Any) -> Task:
-    data = dict(row._mapping)
+    data = dict(zip(_TASK_KEYS, row, strict=True))
     data["context"] = loads_json(data["context"])
     return converter.structure(data, Task)
 
 
 def _transition_from_row(row: Any) -> Transition:
-    data = dict(row._mapping)
+    data = dict(zip(_TRANSITION_KEYS, row, strict=True))
     data["metadata"] = loads_json(data["metadata"])
     return converter.structure(data, Transition)
 
@@ -269,7 +272,7 @@ class SQLiteStore:
                 conn.exec_driver_sql(stm.INSERT_STEP.sql, rows)
         return task, True
 
-    def apply(self, changes: Sequence[Change], now: float) -> list[bool]:
+    def apply(self, changes: Sequence[Change], now: float, atomic: bool = False) -> list[bool]:
         if not changes:
             return []
         events = check_events(changes)
@@ -285,6 +288,8 @@ class SQLiteStore:
                 now,
                 _encode,
             )
+            if atomic and not all(plan.applied):
+                return [False] * len(changes)  # nothing written: the transaction stays empty
             if plan.transitions:
                 self._write_plan(conn, plan, now, task_rows, step_rows)
         return plan.applied

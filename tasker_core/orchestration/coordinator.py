@@ -1,11 +1,12 @@
 """The coordinator: one thread's loop that owns every task this engine is running.
 
-Each tick (1) records finished attempts and timeouts in one store transaction, (2) dispatches
-what became ready — enqueue, claim from the queue, start under a lease — in a second, and
-(3) finalizes tasks whose situation changed in a third (only when there is something to say).
-Views change only after the store accepted a change, and every change is compare-and-set, so a
-change made behind our back (another process cancelling a task) makes a change miss, and the run
-is reloaded from the store instead of being overwritten.
+Each tick gathers finished attempts, due retries and ready steps into ONE batch and writes it in one
+atomic store transaction: outcomes (``in_progress → complete | error``), dispatch (``→ enqueued``,
+claimed from the queue, ``enqueued → in_progress`` under a lease) and finalization (task
+transitions). The in-memory views move as the batch is built, so dispatch and finalization see
+this tick's outcomes without another round trip. If the store refuses the batch (a compare-and-set
+lost because another actor changed a task — an operator cancelling it, say), nothing of it was
+written: the touched tasks are re-read from the store, and no job of the batch is started.
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ log = logging.getLogger("tasker.coordinator")
 _step_log = logging.getLogger("tasker.step")
 
 Key = tuple[str, str]
-Effect = Callable[[bool], None]
 
 
 class _InFlight:
@@ -69,6 +69,20 @@ class _InFlight:
         self.view = view
         self.job = job
         self.claim = claim
+
+
+@attrs.define
+class _Batch:
+    """Everything one tick decided, applied or dropped together."""
+
+    changes: list[Change] = attrs.Factory(list)
+    events: list[Event] = attrs.Factory(list)
+    starts: list[_InFlight] = attrs.Factory(list)
+    """Jobs to submit once the batch is stored."""
+    done_claims: list[Claim] = attrs.Factory(list)
+    """Queue claims of attempts recorded in this batch, acknowledged once it is stored."""
+    touched: set[str] = attrs.Factory(set)
+    finished: list[str] = attrs.Factory(list)
 
 
 class Coordinator:
@@ -111,7 +125,6 @@ class Coordinator:
         self._next_heartbeat = 0.0
         self._finished = threading.Condition()
         self._executor = Executor(ex.max_concurrent_steps, self._inbox.put)
-        self._pending_events: list[Event] = []
 
     # -- commands from any thread -------------------------------------------------------------
 
@@ -140,15 +153,17 @@ class Coordinator:
                 break
 
     def tick(self) -> bool:
-        """One round of record → dispatch → finalize. False when there is nothing to wait for."""
+        """One round: record, dispatch, finalize, commit. False when nothing is left to wait for."""
         self._run_commands()
         outcomes = self._collect(self._block_time())
         now = self.clock.now()
-        self._record(outcomes, now)
+        batch = _Batch()
+        self._record(outcomes, now, batch)
         self._release_due_retries(now)
         self._heartbeat(now)
-        self._dispatch(now)
-        self._finalize(now)
+        self._dispatch(now, batch)
+        self._finalize(now, batch)
+        self._commit(batch, now)
         return bool(self.runs or self._in_flight)
 
     def close(self) -> None:
@@ -165,6 +180,7 @@ class Coordinator:
             command()
 
     def _load(self, task_id: str) -> None:
+        """(Re)build a run from the store; fail attempts whose worker is gone."""
         task = self.store.get_task(task_id)
         self.runs.pop(task_id, None)
         if task.state not in (TaskState.PENDING, TaskState.IN_PROGRESS):
@@ -182,37 +198,37 @@ class Coordinator:
         for view, step in zip(views, steps, strict=True):
             if view.state == IN_PROGRESS:
                 key = (task_id, view.name)
-                if key in self._in_flight:
-                    self._in_flight[key].run, self._in_flight[key].view = run, view
-                elif owner_is_dead(step.lease_owner) or (step.lease_expires_at or 0.0) < now:
+                entry = self._in_flight.get(key)
+                if entry is not None and entry.job.attempt == view.attempts:
+                    entry.run, entry.view = run, view
+                elif self._lease_is_lost(step, now):
                     lost.append((view, step))
             elif view.state == ENQUEUED:
                 requeue.append(WorkItem(task_id, view.name, now))
         if requeue:
             self.queue.enqueue(requeue)
-        if lost:
-            self._fail_lost_leases(run, lost, now)
         for view in views:
             if view.may_retry() and view.next_retry_at is not None:
                 heapq.heappush(self._timers, (view.next_retry_at, task_id, view.index))
         run.initial_candidates()
+        if lost:
+            batch = _Batch()
+            for view, step in lost:
+                error = StepError(
+                    "LeaseExpired",
+                    f"worker {step.lease_owner} stopped heartbeating step {view.name!r} "
+                    f"during attempt {view.attempts}",
+                )
+                outcome = StepOutcome(task_id, view.name, view.attempts, ok=False, error=error)
+                self._failure(run, view, outcome, now, batch, reason="lease lost")
+            self._commit(batch, now)
 
-    def _fail_lost_leases(
-        self, run: TaskRun, lost: list[tuple[StepView, Step]], now: float
-    ) -> None:
-        changes: list[Change] = []
-        effects: list[Effect] = []
-        for view, step in lost:
-            error = StepError(
-                "LeaseExpired",
-                f"worker {step.lease_owner} stopped heartbeating step {view.name!r} "
-                f"during attempt {view.attempts}",
-            )
-            outcome = StepOutcome(run.task_id, view.name, view.attempts, ok=False, error=error)
-            self._failure_change(run, view, outcome, now, changes, effects, reason="lease lost")
-        self._commit(changes, effects, now)
+    def _lease_is_lost(self, step: Step, now: float) -> bool:
+        if step.lease_owner == self.owner:
+            return True  # ours but not running here: its batch was refused, the attempt is gone
+        return owner_is_dead(step.lease_owner) or (step.lease_expires_at or 0.0) < now
 
-    # -- phase 1: record outcomes ------------------------------------------------------------
+    # -- waiting ------------------------------------------------------------------------------
 
     def _block_time(self) -> float:
         if not self._commands.empty():
@@ -251,39 +267,30 @@ class Coordinator:
             except stdqueue.Empty:
                 return out
 
-    def _record(self, outcomes: Sequence[StepOutcome], now: float) -> None:
-        changes: list[Change] = []
-        effects: list[Effect] = []
+    # -- record outcomes ----------------------------------------------------------------------
+
+    def _record(self, outcomes: Sequence[StepOutcome], now: float, batch: _Batch) -> None:
         for outcome in outcomes:
-            entry = self._in_flight.get((outcome.task_id, outcome.step))
+            key = (outcome.task_id, outcome.step)
+            entry = self._in_flight.get(key)
             if entry is None or entry.job.attempt != outcome.attempt:
                 continue  # an abandoned (timed out) attempt's late answer
-            del self._in_flight[(outcome.task_id, outcome.step)]
-            self.queue.ack([entry.claim])
+            del self._in_flight[key]
+            batch.done_claims.append(entry.claim)
             if outcome.ok:
-                self._success_change(entry.run, entry.view, outcome, changes, effects)
+                self._success(entry.run, entry.view, outcome, batch)
             else:
-                self._failure_change(entry.run, entry.view, outcome, now, changes, effects)
+                self._failure(entry.run, entry.view, outcome, now, batch)
         for key, entry in list(self._in_flight.items()):
             job = entry.job
             if job.timeout is not None and now >= job.started_at + job.timeout:
                 del self._in_flight[key]
                 self._executor.abandon(job)
-                self.queue.ack([entry.claim])
-                self._failure_change(
-                    entry.run, entry.view, timeout_outcome(job, now), now, changes, effects
-                )
-        self._commit(changes, effects, now)
+                batch.done_claims.append(entry.claim)
+                self._failure(entry.run, entry.view, timeout_outcome(job, now), now, batch)
 
-    def _success_change(
-        self,
-        run: TaskRun,
-        view: StepView,
-        outcome: StepOutcome,
-        changes: list[Change],
-        effects: list[Effect],
-    ) -> None:
-        changes.append(
+    def _success(self, run: TaskRun, view: StepView, outcome: StepOutcome, batch: _Batch) -> None:
+        batch.changes.append(
             StepChange(
                 run.task_id,
                 view.name,
@@ -295,37 +302,31 @@ class Coordinator:
                 expect_attempt=outcome.attempt,
             )
         )
+        view.results = outcome.results
+        view.error = None
+        run.set_state(view, COMPLETE)
+        batch.touched.add(run.task_id)
+        self._event(
+            batch,
+            run,
+            "step.completed",
+            step=view.name,
+            attempt=outcome.attempt,
+            duration=outcome.duration,
+        )
 
-        def done(applied: bool) -> None:
-            if not applied:
-                return self._stale(run)
-            view.results = outcome.results
-            view.error = None
-            run.set_state(view, COMPLETE)
-            self._event(
-                run,
-                "step.completed",
-                step=view.name,
-                attempt=outcome.attempt,
-                duration=outcome.duration,
-            )
-
-        effects.append(done)
-
-    def _failure_change(
+    def _failure(
         self,
         run: TaskRun,
         view: StepView,
         outcome: StepOutcome,
         now: float,
-        changes: list[Change],
-        effects: list[Effect],
+        batch: _Batch,
         reason: str | None = None,
     ) -> None:
         error = outcome.error or StepError("Error", "unknown failure")
-        may_retry = view.retryable and error.retryable and view.attempts < view.max_attempts
         retry_at: float | None = None
-        if may_retry:
+        if view.retryable and error.retryable and view.attempts < view.max_attempts:
             b = self._backoff
             base, max_delay = view.backoff
             retry_at = now + retry_delay(
@@ -338,7 +339,7 @@ class Coordinator:
                 step=view.name,
                 retry_after=outcome.retry_after,
             )
-        changes.append(
+        batch.changes.append(
             StepChange(
                 run.task_id,
                 view.name,
@@ -355,37 +356,34 @@ class Coordinator:
                 expect_attempt=outcome.attempt,
             )
         )
-
-        def done(applied: bool) -> None:
-            if not applied:
-                return self._stale(run)
-            view.error = error
-            view.next_retry_at = retry_at
-            run.set_state(view, ERROR)
+        view.error = error
+        view.next_retry_at = retry_at
+        run.set_state(view, ERROR)
+        batch.touched.add(run.task_id)
+        self._event(
+            batch,
+            run,
+            "step.failed",
+            step=view.name,
+            attempt=outcome.attempt,
+            duration=outcome.duration,
+            error_class=error.error_class,
+            error_message=error.message,
+        )
+        if retry_at is not None:
+            heapq.heappush(self._timers, (retry_at, run.task_id, view.index))
             self._event(
+                batch,
                 run,
-                "step.failed",
+                "step.retry_scheduled",
                 step=view.name,
                 attempt=outcome.attempt,
-                duration=outcome.duration,
+                retry_at=retry_at,
                 error_class=error.error_class,
                 error_message=error.message,
             )
-            if retry_at is not None:
-                heapq.heappush(self._timers, (retry_at, run.task_id, view.index))
-                self._event(
-                    run,
-                    "step.retry_scheduled",
-                    step=view.name,
-                    attempt=outcome.attempt,
-                    retry_at=retry_at,
-                    error_class=error.error_class,
-                    error_message=error.message,
-                )
 
-        effects.append(done)
-
-    # -- phase 2: dispatch -------------------------------------------------------------------
+    # -- dispatch -----------------------------------------------------------------------------
 
     def _release_due_retries(self, now: float) -> None:
         timers = self._timers
@@ -397,91 +395,65 @@ class Coordinator:
                 if view.may_retry() and view.next_retry_at == when:
                     run.candidates.add(index)
 
-    def _dispatch(self, now: float) -> None:
-        changes: list[Change] = []
-        effects: list[Effect] = []
+    def _dispatch(self, now: float, batch: _Batch) -> None:
         items: list[WorkItem] = []
         for run in self.runs.values():
             if not run.candidates:
                 continue
-            ready = [
-                run.views[i] for i in sorted(run.candidates) if run.is_ready(run.views[i], now)
-            ]
+            ready = [run.views[i] for i in sorted(run.candidates) if run.is_ready(run.views[i], now)]
             run.candidates.clear()
             if not ready:
                 continue
             if run.task.state == TaskState.PENDING:
-                self._task_change(
-                    run, TaskState.IN_PROGRESS, "dispatching ready steps", changes, effects, now
-                )
+                self._task_change(run, TaskState.IN_PROGRESS, "dispatching ready steps", batch, now)
             for view in ready:
-                self._enqueue_change(run, view, changes, effects)
+                retry = view.state == ERROR
+                batch.changes.append(
+                    StepChange(
+                        run.task_id,
+                        view.name,
+                        view.state,
+                        ENQUEUED,
+                        reason="retry: backoff elapsed" if retry else "dependencies satisfied",
+                        metadata={"attempt": view.attempts + 1},
+                    )
+                )
+                run.set_state(view, ENQUEUED)
+                self._event(batch, run, "step.enqueued", step=view.name, attempt=view.attempts + 1)
                 items.append(WorkItem(run.task_id, view.name, now))
-            changes.append(_NO_CHANGE)
-            effects.append(self._later(run, "workflow.steps_ready", steps=[v.name for v in ready]))
+            batch.touched.add(run.task_id)
+            self._event(batch, run, "workflow.steps_ready", steps=[v.name for v in ready])
         if items:
             self.queue.enqueue(items)
         free = self._max_in_flight - len(self._in_flight)
         claims = self.queue.claim(self.owner, free, self._lease, now) if free > 0 else []
         for claim in claims:
-            owner_run = self.runs.get(claim.item.task_id)
-            claimed = owner_run.by_name.get(claim.item.step) if owner_run is not None else None
-            if owner_run is None or claimed is None:
-                self.queue.ack([claim])  # the task went away (cancelled, finished elsewhere)
+            run = self.runs.get(claim.item.task_id)
+            view = run.by_name.get(claim.item.step) if run is not None else None
+            if run is None or view is None or view.state != ENQUEUED:
+                self.queue.ack([claim])  # the task or step moved on (cancelled, finished)
                 continue
-            run, view = owner_run, claimed
-            changes.append(
-                StepChange(
-                    run.task_id,
-                    view.name,
-                    ENQUEUED,
-                    IN_PROGRESS,
-                    reason=f"claimed by {self.owner}",
-                    metadata={"attempt": view.attempts + 1},
-                    lease_owner=self.owner,
-                    lease_expires_at=claim.expires_at,
-                )
-            )
-            effects.append(
-                functools.partial(self._started, run=run, view=view, claim=claim, now=now)
-            )
-        self._commit(changes, effects, now)
+            self._start(run, view, claim, now, batch)
 
-    def _enqueue_change(
-        self, run: TaskRun, view: StepView, changes: list[Change], effects: list[Effect]
-    ) -> None:
-        from_state = view.state
-        retry = from_state == ERROR
-        changes.append(
+    def _start(self, run: TaskRun, view: StepView, claim: Claim, now: float, batch: _Batch) -> None:
+        batch.changes.append(
             StepChange(
                 run.task_id,
                 view.name,
-                from_state,
                 ENQUEUED,
-                reason="retry: backoff elapsed" if retry else "dependencies satisfied",
+                IN_PROGRESS,
+                reason=f"claimed by {self.owner}",
                 metadata={"attempt": view.attempts + 1},
+                lease_owner=self.owner,
+                lease_expires_at=claim.expires_at,
             )
         )
-
-        def done(applied: bool) -> None:
-            if not applied:
-                return self._stale(run)
-            run.set_state(view, ENQUEUED)
-            self._event(run, "step.enqueued", step=view.name, attempt=view.attempts + 1)
-
-        effects.append(done)
-
-    def _started(
-        self, applied: bool, run: TaskRun, view: StepView, claim: Claim, now: float
-    ) -> None:
-        if not applied:
-            self.queue.ack([claim])
-            return self._stale(run)
         view.attempts += 1
         view.next_retry_at = None
         view.lease_owner = self.owner
         run.set_state(view, IN_PROGRESS)
-        self._event(run, "step.started", step=view.name, attempt=view.attempts)
+        batch.touched.add(run.task_id)
+        self._event(batch, run, "step.started", step=view.name, attempt=view.attempts)
         task = run.task
         ctx = StepContext(
             task_id=task.id,
@@ -498,8 +470,7 @@ class Coordinator:
             publish=functools.partial(self._custom_event, run, view.name),
         )
         job = Job(task.id, view.name, view.attempts, view.fn, ctx, view.timeout, started_at=now)
-        self._in_flight[(task.id, view.name)] = _InFlight(run, view, job, claim)
-        self._executor.submit(job)
+        batch.starts.append(_InFlight(run, view, job, claim))
 
     def _heartbeat(self, now: float) -> None:
         if now < self._next_heartbeat:
@@ -518,11 +489,9 @@ class Coordinator:
                 if claim is not None:
                     entry.claim = claim
 
-    # -- phase 3: finalize -------------------------------------------------------------------
+    # -- finalize -----------------------------------------------------------------------------
 
-    def _finalize(self, now: float) -> None:
-        changes: list[Change] = []
-        effects: list[Effect] = []
+    def _finalize(self, now: float, batch: _Batch) -> None:
         for run in list(self.runs.values()):
             if not run.dirty:
                 continue
@@ -530,90 +499,83 @@ class Coordinator:
             ready = sum(1 for i in run.candidates if run.is_ready(run.views[i], now))
             context = run.context(ready)
             state = run.task.state
-            if (
-                context.status is Status.ALL_COMPLETE
-                or context.status is Status.BLOCKED_BY_FAILURES
-            ):
+            if context.status in (Status.ALL_COMPLETE, Status.BLOCKED_BY_FAILURES):
                 if state == TaskState.PENDING:
-                    self._task_change(run, TaskState.IN_PROGRESS, "resumed", changes, effects, now)
+                    self._task_change(run, TaskState.IN_PROGRESS, "resumed", batch, now)
                 done = context.status is Status.ALL_COMPLETE
                 target = TaskState.COMPLETE if done else TaskState.ERROR
                 reason = "all steps complete" if done else "steps failed permanently"
-                self._task_change(run, target, reason, changes, effects, now)
+                self._task_change(run, target, reason, batch, now)
+                batch.finished.append(run.task_id)
             elif context.status is Status.WAITING_FOR_BACKOFF and state == TaskState.IN_PROGRESS:
                 self._task_change(
                     run,
                     TaskState.PENDING,
                     "waiting for backoff",
-                    changes,
-                    effects,
+                    batch,
                     now,
                     wake_at=context.next_retry_at,
                 )
-        self._commit(changes, effects, now)
 
     def _task_change(
         self,
         run: TaskRun,
         target: str,
         reason: str,
-        changes: list[Change],
-        effects: list[Effect],
+        batch: _Batch,
         now: float,
         wake_at: float | None = None,
     ) -> None:
-        from_state = run.task.state
-        changes.append(TaskChange(run.task_id, from_state, target, reason=reason, wake_at=wake_at))
-        # The view moves now so that later changes of this batch start from the new state.
+        batch.changes.append(
+            TaskChange(run.task_id, run.task.state, target, reason=reason, wake_at=wake_at)
+        )
         run.task = _evolve_task(run.task, target, now, wake_at)
-
-        def done(applied: bool) -> None:
-            if not applied:
-                return self._stale(run)
-            self._task_event(run, target, now, wake_at)
-            if target in (TaskState.COMPLETE, TaskState.ERROR):
-                self.runs.pop(run.task_id, None)
-                self._notify_finished()
-
-        effects.append(done)
-
-    def _task_event(self, run: TaskRun, target: str, now: float, wake_at: float | None) -> None:
+        batch.touched.add(run.task_id)
         if target == TaskState.IN_PROGRESS:
             if run.started_at is None:
                 run.started_at = now
-            self._event(run, "task.started")
+            self._event(batch, run, "task.started")
         elif target == TaskState.COMPLETE:
-            self._event(run, "task.completed", duration=now - (run.started_at or now))
+            self._event(batch, run, "task.completed", duration=now - (run.started_at or now))
         elif target == TaskState.ERROR:
-            self._event(run, "task.failed", steps=[v.name for v in run.failed_steps()])
+            self._event(batch, run, "task.failed", steps=[v.name for v in run.failed_steps()])
         elif target == TaskState.PENDING:
-            self._event(run, "workflow.waiting", retry_at=wake_at)
+            self._event(batch, run, "workflow.waiting", retry_at=wake_at)
 
-    # -- committing --------------------------------------------------------------------------
+    # -- committing ---------------------------------------------------------------------------
 
-    def _commit(self, changes: list[Change], effects: list[Effect], now: float) -> None:
-        """Apply a batch in one store transaction, then run each change's effect."""
-        if not effects:
+    def _commit(self, batch: _Batch, now: float) -> None:
+        """Store the batch atomically; then acknowledge, start, publish — or re-read and drop."""
+        stored = not batch.changes or all(self.store.apply(batch.changes, now, atomic=True))
+        if batch.done_claims:
+            self.queue.ack(batch.done_claims)
+        if not stored:
+            log.info(
+                "tasks %s changed outside this engine; re-reading them",
+                ", ".join(sorted(batch.touched)),
+            )
+            self.queue.ack([entry.claim for entry in batch.starts])
+            for task_id in sorted(batch.touched):
+                self._load(task_id)
             return
-        real = [c for c in changes if c is not _NO_CHANGE]
-        applied = iter(self.store.apply(real, now) if real else [])
-        for change, effect in zip(changes, effects, strict=True):
-            effect(True if change is _NO_CHANGE else next(applied))
-        self.bus.emit(self._pending_events)
-        self._pending_events = []
-
-    def _stale(self, run: TaskRun) -> None:
-        """A compare-and-set missed: someone else changed this task; re-read it."""
-        log.info("task %s changed outside this engine; reloading it", run.task_id)
-        self.reload(run.task_id)
+        for entry in batch.starts:
+            self._in_flight[(entry.run.task_id, entry.view.name)] = entry
+            self._executor.submit(entry.job)
+        if batch.finished:
+            for task_id in batch.finished:
+                self.runs.pop(task_id, None)
+            self._notify_finished()
+        self.bus.emit(batch.events)
 
     def _notify_finished(self) -> None:
         with self._finished:
             self._finished.notify_all()
 
-    def _event(self, run: TaskRun, name: str, **data: JSON) -> None:
+    def _event(self, batch: _Batch, run: TaskRun, name: str, **data: JSON) -> None:
+        if not self.bus.listening:
+            return
         task = run.task
-        self._pending_events.append(
+        batch.events.append(
             self.bus.make(
                 name,
                 task_id=task.id,
@@ -625,33 +587,20 @@ class Coordinator:
             )
         )
 
-    def _later(self, run: TaskRun, name: str, **data: JSON) -> Effect:
-        """An effect that only emits an event (paired with _NO_CHANGE in a batch)."""
-        return lambda applied: self._event(run, name, **data)
-
     def _custom_event(self, run: TaskRun, step: str, name: str, payload: JSON) -> None:
+        """Called from handler threads: events go straight to the (thread-safe) bus."""
         task = run.task
-        self.bus.emit(
-            [
-                self.bus.make(
-                    f"custom.{name}",
-                    task_id=task.id,
-                    namespace=task.namespace,
-                    workflow=task.name,
-                    version=task.version,
-                    time=self.clock.now(),
-                    step=step,
-                    payload=payload,
-                )
-            ]
+        event = self.bus.make(
+            f"custom.{name}",
+            task_id=task.id,
+            namespace=task.namespace,
+            workflow=task.name,
+            version=task.version,
+            time=self.clock.now(),
+            step=step,
+            payload=payload,
         )
-
-
-class _NoChange:
-    """Marks an effect in a batch that has no store change of its own (an event to emit)."""
-
-
-_NO_CHANGE: Any = _NoChange()
+        self.bus.emit([event])
 
 
 def _evolve_task(task: Task, state: str, now: float, wake_at: float | None) -> Task:

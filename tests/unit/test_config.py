@@ -368,6 +368,7 @@ def test_invalid_yaml_reports_position(tmp_path: Path) -> None:
         ({"events": {"sinks": "log"}}, "events.sinks", "list of strings"),
         ({"events": {"sinks": ["log", "log"]}}, "events.sinks", "duplicate"),
         ({"events": {"flush_interval": 0}}, "events.flush_interval", "positive"),
+        ({"events": {"sink_options": {}}}, "events.sink_options", "events.<sink name>"),
         ({"templates": {"cache": "yes"}}, "templates.cache", "true or false"),
         ({"templates": {"paths": [1]}}, "templates.paths", "list of strings"),
         ({"identity": {"strategy": "uuid"}}, "identity.strategy", "'none', 'hash', 'key'"),

@@ -25,9 +25,11 @@ from hypothesis.stateful import (
     rule,
 )
 
+from tasker_core.builtin import memory_store
 from tasker_core.builtin.memory_store import MemoryStore, make_memory_store
 from tasker_core.builtin.sqlite_store import SQLiteStore, make_sqlite_store
-from tasker_core.errors import InvalidTransitionError, TaskNotFoundError
+from tasker_core.config import Config
+from tasker_core.errors import ConfigError, InvalidTransitionError, TaskNotFoundError
 from tasker_core.models import Step, StepChange, StepError, Task, TaskChange
 from tasker_core.protocols import Store
 
@@ -452,6 +454,36 @@ def test_empty_batch_is_a_no_op(store: Store) -> None:
     assert store.apply([], now=1.0) == []
 
 
+def test_racing_workers_claim_each_step_once(store: Store) -> None:
+    store.create_task(*new_task(steps=40))
+    names = [f"s{i}" for i in range(40)]
+    store.apply([StepChange("t1", n, "pending", "enqueued") for n in names], now=1.0)
+    claimed: dict[str, list[str]] = {}
+    barrier = threading.Barrier(4)
+
+    def worker(owner: str) -> None:
+        barrier.wait()
+        for at in range(0, 40, 8):
+            batch = [
+                StepChange("t1", n, "enqueued", "in_progress", lease_owner=owner)
+                for n in names[at : at + 8]
+            ]
+            won = store.apply(batch, now=2.0)
+            mine = [c.step for c, ok in zip(batch, won, strict=True) if ok]
+            claimed[owner] = claimed.get(owner, []) + mine
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = sorted(n for got in claimed.values() for n in got)
+    assert winners == sorted(names)
+    owners = {s.name: s.lease_owner or "" for s in store.get_steps("t1")}
+    assert all(s in claimed[owners[s]] for s in names)
+    assert all(s.attempts == 1 for s in store.get_steps("t1"))
+
+
 # -- transitions --------------------------------------------------------------------------------
 
 
@@ -556,6 +588,24 @@ def test_factories_accept_no_config(tmp_path: Path) -> None:
     finally:
         memory.close()
         sqlite.close()
+
+
+def test_memory_factory_reads_its_options() -> None:
+    config = Config.from_mapping(
+        {"store": {"url": "memory://", "options": {"record_calls": False}}}
+    )
+    store = make_memory_store("memory://", config)
+    store.create_task(*new_task())
+    assert store.calls == []
+    bad = Config.from_mapping({"store": {"url": "memory://", "options": {"max_calls": "many"}}})
+    with pytest.raises(ConfigError, match=r"store\.options\.max_calls"):
+        make_memory_store("memory://", bad)
+
+
+def test_memory_hook_registers_the_memory_scheme() -> None:
+    registered: dict[str, Any] = {}
+    memory_store.tasker_register_stores(register=lambda scheme, f: registered.update({scheme: f}))
+    assert registered == {"memory": make_memory_store}
 
 
 def test_memory_store_records_calls_and_resets() -> None:

@@ -3,20 +3,36 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::OnceLock;
 
 use crate::error::{DagError, GraphError, IndexError};
 
 /// A validated DAG of steps `0..len()` in compressed-sparse-row form.
 ///
 /// Parents (the steps `i` depends on) and children (the steps depending on `i`) are each one flat
-/// array sliced by an offsets array, ascending within a step.
+/// array sliced by an offsets array, ascending within a step. The children are built on first
+/// use when validation did not need them (a graph whose dependencies all come before their
+/// steps is validated, ordered and solved from its parents alone).
 #[derive(Debug, Clone)]
 pub struct Dag {
     parent_offsets: Vec<u32>,
     parents: Vec<u32>,
-    child_offsets: Vec<u32>,
-    children: Vec<u32>,
+    children: OnceLock<Csr>,
     order: Vec<u32>,
+}
+
+/// One compressed-sparse-row adjacency: row `i` is `targets[offsets[i]..offsets[i + 1]]`.
+#[derive(Debug, Clone)]
+struct Csr {
+    offsets: Vec<u32>,
+    targets: Vec<u32>,
+}
+
+impl Csr {
+    #[inline]
+    fn row(&self, step: usize) -> &[u32] {
+        &self.targets[self.offsets[step] as usize..self.offsets[step + 1] as usize]
+    }
 }
 
 pub(crate) fn to_u32(n: usize) -> u32 {
@@ -94,26 +110,35 @@ impl DagBuilder {
     /// Validate: the first self-dependency by position, then cycles (see [`DagError`]).
     pub fn build(self) -> Result<Dag, DagError> {
         let n = self.steps;
-        assert_eq!(self.current_step(), n, "every step must be ended before build");
+        assert_eq!(
+            self.current_step(),
+            n,
+            "every step must be ended before build"
+        );
         if let Some(step) = self.first_self {
             return Err(DagError::SelfDependency { step });
         }
-        let (child_offsets, children) = transpose(n, &self.offsets, &self.targets);
+        let children = OnceLock::new();
         // With every edge pointing forward, the smallest-ready-first order is 0, 1, 2, ...: step
         // k's parents all come before it, and it is the smallest step not yet taken.
         let order = if self.forward {
             (0..n).map(to_u32).collect()
         } else {
-            kahn(&self.offsets, &child_offsets, &children)
+            let csr = transpose(n, &self.offsets, &self.targets);
+            let order = kahn(&self.offsets, &csr);
+            if order.len() < n {
+                let path = find_cycle(&self.offsets, &self.targets)
+                    .expect("Kahn's algorithm left steps unordered, so the graph has a cycle");
+                return Err(DagError::Cycle { path });
+            }
+            // Transposing visits steps in order, so child rows are ascending already.
+            let _ = children.set(csr);
+            order
         };
-        if order.len() < n {
-            let path = find_cycle(&self.offsets, &self.targets)
-                .expect("Kahn's algorithm left steps unordered, so the graph has a cycle");
-            return Err(DagError::Cycle { path });
-        }
         let (parent_offsets, mut parents) = (self.offsets, self.targets);
         for step in 0..n {
-            let row = &mut parents[parent_offsets[step] as usize..parent_offsets[step + 1] as usize];
+            let row =
+                &mut parents[parent_offsets[step] as usize..parent_offsets[step + 1] as usize];
             if row.len() > 1 {
                 row.sort_unstable();
             }
@@ -121,7 +146,6 @@ impl DagBuilder {
         Ok(Dag {
             parent_offsets,
             parents,
-            child_offsets,
             children,
             order,
         })
@@ -186,8 +210,9 @@ impl Dag {
 
     /// Steps without children, ascending.
     pub fn leaves(&self) -> Vec<u32> {
+        let offsets = &self.child_csr().offsets;
         (0..self.len())
-            .filter(|&i| self.child_offsets[i] == self.child_offsets[i + 1])
+            .filter(|&i| offsets[i] == offsets[i + 1])
             .map(to_u32)
             .collect()
     }
@@ -211,7 +236,12 @@ impl Dag {
 
     #[inline]
     pub(crate) fn children_of(&self, step: usize) -> &[u32] {
-        &self.children[self.child_offsets[step] as usize..self.child_offsets[step + 1] as usize]
+        self.child_csr().row(step)
+    }
+
+    fn child_csr(&self) -> &Csr {
+        self.children
+            .get_or_init(|| transpose(self.len(), &self.parent_offsets, &self.parents))
     }
 
     pub(crate) fn parent_count(&self, step: usize) -> u32 {
@@ -221,7 +251,7 @@ impl Dag {
 
 /// Children CSR from parents CSR (rows in any order); rows come out ascending because steps are
 /// visited in order.
-fn transpose(n: usize, parent_offsets: &[u32], parents: &[u32]) -> (Vec<u32>, Vec<u32>) {
+fn transpose(n: usize, parent_offsets: &[u32], parents: &[u32]) -> Csr {
     let mut offsets = vec![0u32; n + 1];
     for &p in parents {
         offsets[p as usize + 1] += 1;
@@ -239,12 +269,15 @@ fn transpose(n: usize, parent_offsets: &[u32], parents: &[u32]) -> (Vec<u32>, Ve
             *slot += 1;
         }
     }
-    (offsets, children)
+    Csr {
+        offsets,
+        targets: children,
+    }
 }
 
 /// Kahn's algorithm, smallest ready index first; shorter than the step count when there is a
 /// cycle.
-fn kahn(parent_offsets: &[u32], child_offsets: &[u32], children: &[u32]) -> Vec<u32> {
+fn kahn(parent_offsets: &[u32], children: &Csr) -> Vec<u32> {
     let n = parent_offsets.len() - 1;
     let mut pending: Vec<u32> = parent_offsets.windows(2).map(|w| w[1] - w[0]).collect();
     let mut ready: BinaryHeap<Reverse<u32>> = (0..n)
@@ -255,7 +288,7 @@ fn kahn(parent_offsets: &[u32], child_offsets: &[u32], children: &[u32]) -> Vec<
     while let Some(Reverse(step)) = ready.pop() {
         order.push(step);
         let step = step as usize;
-        for &child in &children[child_offsets[step] as usize..child_offsets[step + 1] as usize] {
+        for &child in children.row(step) {
             let left = &mut pending[child as usize];
             *left -= 1;
             if *left == 0 {
@@ -337,9 +370,11 @@ mod tests {
         let dag = build(deps).unwrap();
         assert_eq!(dag.topological_order(), &[0, 1, 2, 3, 4]);
         assert_eq!(
-            kahn(&dag.parent_offsets, &dag.child_offsets, &dag.children),
+            kahn(&dag.parent_offsets, dag.child_csr()),
             vec![0, 1, 2, 3, 4]
         );
+        assert_eq!(dag.children(0).unwrap(), &[1, 2]);
+        assert_eq!(dag.leaves(), vec![4]);
         assert_eq!(dag.parents(4).unwrap(), &[2, 3]);
         assert_eq!(dag.edge_count(), 5);
         // One backward edge: Kahn, smallest ready first.

@@ -2,8 +2,8 @@
 
 use tasker_fsm::STEP;
 
-use crate::error::ReadyError;
 use crate::dag::Dag;
+use crate::error::ReadyError;
 
 /// One column per step attribute, each with one entry per step (by index).
 #[derive(Debug, Clone, Copy)]

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::error::IndexError;
 use crate::dag::Dag;
+use crate::error::IndexError;
 
 /// Counts each step's unsatisfied parents, so running an N-step DAG costs O(N + E) in total.
 #[derive(Debug, Clone)]
