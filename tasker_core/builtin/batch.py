@@ -128,6 +128,7 @@ def _task_fields(c: TaskChange, started_at: float | None, now: float) -> dict[st
     to = c.to_state
     out: dict[str, Any] = {"state": to, "updated_at": now}
     if to == "in_progress":
+        out["wake_at"] = None
         if started_at is None:
             out["started_at"] = now
     elif to in _TASK_DONE:

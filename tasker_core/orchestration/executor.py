@@ -25,7 +25,7 @@ from tasker_core.serialization import check_json
 
 log = logging.getLogger("tasker.executor")
 
-_SCALARS = (str, int, float, bool, type(None))
+_SCALARS = (str, int, bool, type(None))  # floats are checked: NaN and Infinity are not JSON
 
 
 @define(eq=False)

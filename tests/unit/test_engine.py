@@ -583,3 +583,14 @@ def test_an_expired_lease_is_reclaimed_even_when_its_owner_is_unknown() -> None:
     [done] = second.resume()
     assert done.state == TaskState.COMPLETE
     assert second.get_steps(task.id)[0].attempts == 2
+
+
+def test_a_nan_result_is_a_step_error_not_a_broken_tick() -> None:
+    engine = make_engine(
+        [workflow("nan", steps_of({"x": [], "y": []}, handler="t.nan"))],
+        {"t.nan": lambda ctx: float("nan") if ctx.step == "x" else 1.5},
+    )
+    task = engine.run(TaskRequest("test", "nan"))
+    steps = {s.name: s for s in engine.get_steps(task.id)}
+    assert steps["x"].state == StepState.ERROR and steps["y"].results == 1.5
+    assert steps["x"].error is not None and "NaN" in steps["x"].error.message

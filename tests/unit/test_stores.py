@@ -7,6 +7,7 @@ through random legal and illegal batches and compares them after every step.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import tomllib
@@ -340,7 +341,8 @@ def test_task_timestamps_follow_the_lifecycle(store: Store) -> None:
     task = store.get_task("t1")
     assert (task.state, task.wake_at, task.updated_at) == ("pending", 30.0, 11.0)
     store.apply([TaskChange("t1", "pending", "in_progress")], now=30.0)
-    assert store.get_task("t1").started_at == 10.0  # only the first start counts
+    task = store.get_task("t1")
+    assert (task.started_at, task.wake_at) == (10.0, None)  # only the first start counts
     store.apply([TaskChange("t1", "in_progress", "error")], now=40.0)
     assert store.get_task("t1").completed_at == 40.0
     store.apply([TaskChange("t1", "error", "pending", reason="operator retry")], now=50.0)
@@ -407,6 +409,21 @@ def test_losing_changes_do_not_stop_the_rest_of_the_batch(store: Store) -> None:
     assert store.apply(batch, now=1.0) == [True, False, False, True, True]
     assert [s.state for s in store.get_steps("t1")] == ["in_progress", "pending", "enqueued"]
     assert len(store.get_transitions("t1")) == 3
+
+
+def test_atomic_batch_is_all_or_nothing(store: Store) -> None:
+    store.create_task(*new_task())
+    before = snapshot(store, "t1")
+    batch: list[StepChange | TaskChange] = [
+        TaskChange("t1", "pending", "in_progress"),
+        StepChange("t1", "s0", "pending", "enqueued"),
+        StepChange("t1", "s1", "enqueued", "in_progress"),  # loses: s1 is pending
+    ]
+    assert store.apply(batch, now=1.0, atomic=True) == [False, False, False]
+    assert snapshot(store, "t1") == before
+    assert store.apply(batch[:2], now=2.0, atomic=True) == [True, True]
+    assert store.get_task("t1").state == "in_progress"
+    assert [t.to_state for t in store.get_transitions("t1")] == ["in_progress", "enqueued"]
 
 
 @pytest.mark.parametrize(
@@ -676,8 +693,10 @@ def model_step_change(step: ModelStep, c: StepChange, now: float) -> None:
 def model_task_change(task: ModelTask, c: TaskChange, now: float) -> None:
     task.state = c.to_state
     task.updated_at = now
-    if c.to_state == "in_progress" and task.started_at is None:
-        task.started_at = now
+    if c.to_state == "in_progress":
+        task.wake_at = None
+        if task.started_at is None:
+            task.started_at = now
     if c.to_state in ("complete", "error", "cancelled", "resolved_manually"):
         task.completed_at = now
     if c.to_state == "pending":
@@ -743,8 +762,8 @@ class StoreVersusModel(RuleBasedStateMachine):
                 steps={s.name: ModelStep(updated_at=self.now) for s in steps},
             )
 
-    @rule(data=st.data(), size=st.integers(1, 4))
-    def apply_batch(self, data: st.DataObject, size: int) -> None:
+    @rule(data=st.data(), size=st.integers(1, 4), atomic=st.booleans())
+    def apply_batch(self, data: st.DataObject, size: int, atomic: bool) -> None:
         changes: list[StepChange | TaskChange] = []
         rnd = data.draw(st.randoms(use_true_random=False))  # weighted choices, not index-biased
         for _ in range(size):
@@ -775,8 +794,10 @@ class StoreVersusModel(RuleBasedStateMachine):
         self.now += 1.0
         if not all(legal(c) for c in changes):
             with pytest.raises(InvalidTransitionError):
-                self.store.apply(changes, now=self.now)
+                self.store.apply(changes, now=self.now, atomic=atomic)
             return
+        if atomic:
+            saved = copy.deepcopy(self.model)
         expected: list[bool] = []
         for c in changes:
             task = self.model[c.task_id]
@@ -796,7 +817,10 @@ class StoreVersusModel(RuleBasedStateMachine):
                     (c.step if isinstance(c, StepChange) else None, c.from_state, c.to_state)
                 )
             expected.append(ok)
-        assert self.store.apply(changes, now=self.now) == expected
+        if atomic and not all(expected):
+            self.model = saved
+            expected = [False] * len(changes)
+        assert self.store.apply(changes, now=self.now, atomic=atomic) == expected
 
     @invariant()
     def store_matches_model(self) -> None:

@@ -7,61 +7,80 @@ use std::sync::{Arc, OnceLock};
 use pyo3::exceptions::{PyIndexError, PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PySequence, PyString, PyTuple};
+use pyo3::Borrowed;
 use rustc_hash::FxBuildHasher;
 
-use tasker_dag::{Dag, DagBuilder, DagError, GraphError, NameIndex, StepColumns};
+use tasker_dag::{Dag, DagBuilder, DagError, GraphError, StepColumns};
 
 use crate::errors;
+use crate::names::NameTable;
 
 fn step_index(step: i64) -> PyResult<usize> {
     usize::try_from(step)
         .map_err(|_| PyIndexError::new_err(format!("step index {step} is negative")))
 }
 
-/// Call `each` on every item of a sequence argument (list and tuple without the generic protocol;
-/// a bare str is refused, not read as one item per character).
+fn not_a_sequence(seq: &Bound<'_, PyAny>, what: impl FnOnce() -> String) -> PyErr {
+    let kind = if seq.is_instance_of::<PyString>() {
+        "a str".to_owned()
+    } else {
+        seq.get_type()
+            .name()
+            .map_or_else(|_| "another type".to_owned(), |name| name.to_string())
+    };
+    PyTypeError::new_err(format!(
+        "{} must be a sequence of step names, not {kind}",
+        what()
+    ))
+}
+
+/// A sequence argument as a tuple, in one C call for a list (its items then read without
+/// reference counting); a bare str is refused, not read as one name per character.
+fn as_tuple<'py>(
+    seq: &Bound<'py, PyAny>,
+    what: impl FnOnce() -> String,
+) -> PyResult<Bound<'py, PyTuple>> {
+    if let Ok(list) = seq.cast::<PyList>() {
+        return Ok(list.to_tuple());
+    }
+    if let Ok(tuple) = seq.cast::<PyTuple>() {
+        return Ok(tuple.clone());
+    }
+    match seq.cast::<PySequence>() {
+        Ok(seq) if !seq.is_instance_of::<PyString>() => seq.to_tuple(),
+        _ => Err(not_a_sequence(seq, what)),
+    }
+}
+
+/// Call `each` on every item of a sequence argument (list and tuple by index, without the
+/// iterator protocol; a bare str is refused).
 fn for_each_item<'py>(
     seq: &Bound<'py, PyAny>,
     what: impl FnOnce() -> String,
-    mut each: impl FnMut(Bound<'py, PyAny>) -> PyResult<()>,
+    mut each: impl FnMut(&Bound<'py, PyAny>) -> PyResult<()>,
 ) -> PyResult<()> {
     if let Ok(list) = seq.cast::<PyList>() {
-        return list.iter().try_for_each(each);
+        // Nothing here runs Python code, so the list cannot change under the loop.
+        for i in 0..list.len() {
+            each(&list.get_item(i)?)?;
+        }
+        return Ok(());
     }
-    if let Ok(tuple) = seq.cast::<PyTuple>() {
-        return tuple.iter().try_for_each(each);
-    }
-    if seq.is_instance_of::<PyString>() {
-        return Err(PyTypeError::new_err(format!(
-            "{} must be a sequence of step names, not a str",
-            what()
-        )));
-    }
-    let Ok(seq) = seq.cast::<PySequence>() else {
-        return Err(PyTypeError::new_err(format!(
-            "{} must be a sequence, not {}",
-            what(),
-            seq.get_type().name()?
-        )));
-    };
-    for item in seq.try_iter()? {
-        each(item?)?;
+    let tuple = as_tuple(seq, what)?;
+    for i in 0..tuple.len() {
+        each(&*tuple.get_borrowed_item(i)?)?;
     }
     Ok(())
 }
 
-fn step_name(item: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyString>> {
-    Ok(item.cast_into::<PyString>()?)
-}
-
 /// A validated DAG of steps, built once per task and queried by index.
 ///
-/// Construction borrows the UTF-8 of the Python strings (no copies) and keeps the name objects
-/// themselves; the Rust side holds only indices.
+/// Construction copies no names: it resolves dependencies through the str objects themselves
+/// and keeps them (a tuple) for `names`; the Rust side holds only indices.
 #[pyclass(frozen, module = "tasker_core._native")]
 pub(crate) struct WorkflowGraph {
     dag: Arc<Dag>,
-    names: Vec<Py<PyString>>,
+    names: Py<PyTuple>,
     /// Built on the first `index` call.
     index: OnceLock<HashMap<Box<str>, u32, FxBuildHasher>>,
 }
@@ -72,19 +91,14 @@ impl WorkflowGraph {
     /// validation order: length, duplicates, unknown dependencies, self-dependencies, cycles.
     #[new]
     fn new(names: &Bound<'_, PyAny>, dependencies: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let mut steps: Vec<Bound<'_, PyString>> = Vec::with_capacity(names.len().unwrap_or(0));
-        for_each_item(
-            names,
-            || "names".to_owned(),
-            |item| {
-                steps.push(step_name(item)?);
-                Ok(())
-            },
-        )?;
+        let names = as_tuple(names, || "names".to_owned())?;
+        let steps = (0..names.len())
+            .map(|i| Ok(names.get_borrowed_item(i)?.cast::<PyString>()?))
+            .collect::<PyResult<Vec<_>>>()?;
         let dag = build_dag(&steps, dependencies)?;
         Ok(WorkflowGraph {
             dag: Arc::new(dag),
-            names: steps.into_iter().map(Bound::unbind).collect(),
+            names: names.unbind(),
             index: OnceLock::new(),
         })
     }
@@ -95,7 +109,7 @@ impl WorkflowGraph {
 
     #[getter]
     fn names<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.names.iter().map(|name| name.bind(py)))
+        Ok(self.names.bind(py).to_list())
     }
 
     #[getter]
@@ -106,15 +120,14 @@ impl WorkflowGraph {
     /// Index of a step name; KeyError if absent.
     fn index(&self, py: Python<'_>, name: &str) -> PyResult<u32> {
         let index = self.index.get_or_init(|| {
-            let mut index = HashMap::with_capacity_and_hasher(self.names.len(), FxBuildHasher);
-            for (i, step) in self.names.iter().enumerate() {
-                // Every name converted when the graph was built, so this borrows, never replaces.
-                let step = step
-                    .bind(py)
-                    .to_string_lossy()
-                    .into_owned()
-                    .into_boxed_str();
-                index.entry(step).or_insert(as_u32(i));
+            let names = self.names.bind(py);
+            let mut index = HashMap::with_capacity_and_hasher(names.len(), FxBuildHasher);
+            for (i, step) in names.iter().enumerate() {
+                // Every name was a str that converted when the graph was built.
+                if let Ok(step) = step.cast::<PyString>() {
+                    let step = step.to_string_lossy().into_owned().into_boxed_str();
+                    index.entry(step).or_insert(as_u32(i));
+                }
             }
             index
         });
@@ -210,18 +223,15 @@ fn as_u32(i: usize) -> u32 {
     u32::try_from(i).expect("graphs hold at most u32::MAX steps")
 }
 
-/// Resolve every dependency name against `steps` (borrowed UTF-8, an Fx map of `&str`) and
-/// validate. Every dependency is converted before any validation error is raised, so a type
-/// error anywhere wins, as when the arguments were converted up front.
-fn build_dag(steps: &[Bound<'_, PyString>], dependencies: &Bound<'_, PyAny>) -> PyResult<Dag> {
+/// Resolve every dependency name against `steps` (a [`NameTable`]: Python's cached hashes,
+/// identity before text) and validate. Every dependency is converted before any validation
+/// error is raised, so a type error anywhere wins, as when the arguments were converted up front.
+fn build_dag(
+    steps: &[Borrowed<'_, '_, PyString>],
+    dependencies: &Bound<'_, PyAny>,
+) -> PyResult<Dag> {
     let n = steps.len();
-    let mut index = NameIndex::with_capacity(n);
-    let mut duplicate: Option<usize> = None;
-    for (i, step) in steps.iter().enumerate() {
-        if !index.insert(step.to_str()?, as_u32(i)) {
-            duplicate.get_or_insert(i);
-        }
-    }
+    let (index, duplicate) = NameTable::new(steps)?;
     let listed = dependencies.len().unwrap_or(0);
     let resolve = listed == n;
     let mut builder = DagBuilder::new(n, 2 * n).map_err(errors::graph)?;
@@ -234,16 +244,18 @@ fn build_dag(steps: &[Bound<'_, PyString>], dependencies: &Bound<'_, PyAny>) -> 
             let this = step;
             step += 1;
             for_each_item(
-                &deps,
+                deps,
                 || format!("dependencies of step {this}"),
                 |dep| {
-                    let dep = step_name(dep)?;
-                    let dep = dep.to_str()?;
+                    let dep = dep.cast::<PyString>()?;
                     if resolve && this < n && unknown.is_none() {
-                        match index.get(dep) {
+                        match index.get(dep)? {
                             Some(parent) => builder.depend(parent),
-                            None => unknown = Some((this, dep.to_owned())),
+                            None => unknown = Some((this, dep.to_str()?.to_owned())),
                         }
+                    } else {
+                        // Not resolved, but converted, so every bad name fails as it always did.
+                        dep.to_str()?;
                     }
                     Ok(())
                 },

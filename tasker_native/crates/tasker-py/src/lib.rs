@@ -6,6 +6,7 @@
 mod errors;
 mod fsm;
 mod graph;
+mod names;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
