@@ -159,10 +159,26 @@ def check_json(value: Any, where: str = "value") -> Any:
     return value
 
 
+_FLAT = frozenset({str, int, float, bool, type(None)})
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+"""One encoder for the process: json.dumps with non-default options builds a new one per call."""
+
+
 def dumps_json(value: Any, where: str = "value") -> str:
-    """Compact JSON text of a plain-JSON value (checked first; see :func:`check_json`)."""
+    """Compact JSON text of a plain-JSON value (checked first; see :func:`check_json`).
+
+    Flat dicts of scalars with string keys (transition metadata, most contexts) skip the Python
+    walk: the C encoder with ``allow_nan=False`` already refuses what they could hold wrongly.
+    """
+    if type(value) is dict and all(
+        type(k) is str and type(v) in _FLAT for k, v in value.items()
+    ):
+        try:
+            return _ENCODE(value)
+        except ValueError:
+            pass  # NaN or Infinity: let check_json name it
     check_json(value, where)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODE(value)
 
 
 def loads_json(text: str | bytes) -> Any:

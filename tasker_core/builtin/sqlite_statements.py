@@ -36,7 +36,7 @@ from tasker_core.builtin.sqlite_schema import steps, tasks, transitions
 
 _DIALECT = sqlite.dialect()
 
-LOOKUP_SIZES = (1, 4, 16, 64, 128, 256, 512)
+LOOKUP_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 """Key-list sizes a lookup is padded to; the largest is the chunk size of one lookup."""
 
 MAX_LOOKUP = LOOKUP_SIZES[-1]

@@ -120,6 +120,16 @@ def _transition_from_row(row: Any) -> Transition:
     return converter.structure(data, Transition)
 
 
+def _cursor(conn: Connection) -> Any:
+    """The DBAPI cursor of ``conn``'s connection, inside the same transaction.
+
+    The per-tick write path runs a handful of prepared statements (compiled once from Core
+    constructs in sqlite_statements); going through the driver's cursor directly saves SQLAlchemy's
+    per-execution bookkeeping, which was most of a tick's cost.
+    """
+    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
 class SQLiteStore:
     """A Store in one SQLite database file (or a private in-memory database).
 
@@ -278,8 +288,9 @@ class SQLiteStore:
         events = check_events(changes)
         task_ids, step_keys = referenced(changes)
         with self._write() as conn:
-            task_rows = self._task_rows(conn, list(task_ids))
-            step_rows = self._step_rows(conn, list(step_keys))
+            cur = _cursor(conn)
+            task_rows = self._task_rows(cur, list(task_ids))
+            step_rows = self._step_rows(cur, list(step_keys))
             plan = plan_batch(
                 changes,
                 events,
@@ -291,41 +302,44 @@ class SQLiteStore:
             if atomic and not all(plan.applied):
                 return [False] * len(changes)  # nothing written: the transaction stays empty
             if plan.transitions:
-                self._write_plan(conn, plan, now, task_rows, step_rows)
+                self._write_plan(cur, plan, now, task_rows, step_rows)
         return plan.applied
 
     @staticmethod
-    def _task_rows(conn: Connection, ids: list[str]) -> dict[str, Params]:
+    def _task_rows(cur: Any, ids: list[str]) -> dict[str, Params]:
         """(id, state, started_at, last_transition_id) by id."""
         out: dict[str, Params] = {}
         for chunk in _chunks(ids, stm.MAX_LOOKUP):
             size = stm.lookup_size(len(chunk))
-            found = conn.exec_driver_sql(stm.task_lookup(size).sql, tuple(stm.pad(chunk, size)))
-            for row in found.all():
+            cur.execute(stm.task_lookup(size).sql, tuple(stm.pad(chunk, size)))
+            for row in cur.fetchall():
                 out[row[0]] = tuple(row)
         return out
 
     @staticmethod
-    def _step_rows(conn: Connection, keys: list[StepKey]) -> dict[StepKey, Params]:
+    def _step_rows(cur: Any, keys: list[StepKey]) -> dict[StepKey, Params]:
         """(rowid, task_id, name, state, attempts, last_transition_id) by (task_id, name)."""
         out: dict[StepKey, Params] = {}
         for chunk in _chunks(keys, stm.MAX_LOOKUP):
             size = stm.lookup_size(len(chunk))
             flat = tuple(part for key in stm.pad(chunk, size) for part in key)
-            for row in conn.exec_driver_sql(stm.step_lookup(size).sql, flat).all():
+            cur.execute(stm.step_lookup(size).sql, flat)
+            for row in cur.fetchall():
                 out[(row[1], row[2])] = tuple(row)
         return out
 
     def _write_plan(
         self,
-        conn: Connection,
+        cur: Any,
         plan: Plan,
         now: float,
         task_rows: dict[str, Params],
         step_rows: dict[StepKey, Params],
     ) -> None:
         """Write a plan: guarded UPDATEs per shape, previous transitions flipped, new ones added."""
-        seq = conn.exec_driver_sql(stm.LAST_TRANSITION_ID.sql, ("transitions",)).scalar()
+        cur.execute(stm.LAST_TRANSITION_ID.sql, ("transitions",))
+        found = cur.fetchone()
+        seq = found[0] if found is not None else None
         next_id = int(seq or 0) + 1
         latest: dict[tuple[str, str | None], int] = {}
         new_rows: list[Params] = []
@@ -366,7 +380,8 @@ class SQLiteStore:
             shapes.setdefault((*fields, "last_transition_id"), []).append(params)
         for shape, rows in shapes.items():
             update = stm.step_update(shape)
-            updated += conn.exec_driver_sql(update.sql, update.rows(rows)).rowcount
+            cur.executemany(update.sql, update.rows(rows))
+            updated += cur.rowcount
             expected += len(rows)
 
         shapes = {}
@@ -381,7 +396,8 @@ class SQLiteStore:
             shapes.setdefault((*fields, "last_transition_id"), []).append(params)
         for shape, rows in shapes.items():
             update = stm.task_update(shape)
-            updated += conn.exec_driver_sql(update.sql, update.rows(rows)).rowcount
+            cur.executemany(update.sql, update.rows(rows))
+            updated += cur.rowcount
             expected += len(rows)
 
         if updated != expected:
@@ -391,8 +407,8 @@ class SQLiteStore:
                 "read in the same transaction; another writer bypassed the write lock"
             )
         if flips:
-            conn.exec_driver_sql(stm.FLIP.sql, flips)
-        conn.exec_driver_sql(stm.INSERT_TRANSITION.sql, new_rows)
+            cur.executemany(stm.FLIP.sql, flips)
+        cur.executemany(stm.INSERT_TRANSITION.sql, new_rows)
 
     def heartbeat(
         self, task_id: str, steps: Sequence[str], owner: str, expires_at: float

@@ -12,6 +12,7 @@ use rustc_hash::FxBuildHasher;
 
 use tasker_dag::{Dag, DagBuilder, DagError, GraphError, StepColumns};
 
+use crate::columns::Column;
 use crate::errors;
 use crate::names::NameTable;
 
@@ -179,21 +180,21 @@ impl WorkflowGraph {
     #[allow(clippy::too_many_arguments)]
     fn ready(
         &self,
-        states: Vec<i64>,
-        attempts: Vec<i64>,
-        max_attempts: Vec<i64>,
-        retryable: Vec<bool>,
-        next_retry_at: Vec<f64>,
-        leased: Vec<bool>,
+        states: Column<i64>,
+        attempts: Column<i64>,
+        max_attempts: Column<i64>,
+        retryable: Column<bool>,
+        next_retry_at: Column<f64>,
+        leased: Column<bool>,
         now: f64,
     ) -> PyResult<Vec<u32>> {
         let columns = StepColumns {
-            states: &states,
-            attempts: &attempts,
-            max_attempts: &max_attempts,
-            retryable: &retryable,
-            next_retry_at: &next_retry_at,
-            leased: &leased,
+            states: &states.0,
+            attempts: &attempts.0,
+            max_attempts: &max_attempts.0,
+            retryable: &retryable.0,
+            next_retry_at: &next_retry_at.0,
+            leased: &leased.0,
         };
         self.dag.ready(&columns, now).map_err(errors::ready)
     }

@@ -3,6 +3,7 @@
 //! Only conversion lives here: Python sequences become Rust vectors once, Rust errors become the
 //! exception classes of `tasker_core.errors`. The API is declared in tasker_core/_native.pyi.
 
+mod columns;
 mod errors;
 mod fsm;
 mod graph;
