@@ -134,9 +134,9 @@ class StepChange:
 class TaskChange:
     """Move a task from ``from_state`` to ``to_state`` if it is still there (compare-and-set).
 
-    ``in_progress`` sets ``started_at`` the first time and clears ``wake_at``; ``complete``/``error``/``cancelled``/
-    ``resolved_manually`` set ``completed_at``; ``pending`` stores ``wake_at`` (and clears
-    ``completed_at`` on a manual retry).
+    ``in_progress`` sets ``started_at`` the first time and clears ``wake_at``;
+    ``complete``/``error``/``cancelled``/``resolved_manually`` set ``completed_at``; ``pending``
+    stores ``wake_at`` (and clears ``completed_at`` on a manual retry).
     """
 
     task_id: str

@@ -88,7 +88,7 @@ class Store(Protocol):
     def heartbeat(
         self, task_id: str, steps: Sequence[str], owner: str, expires_at: float
     ) -> list[bool]:
-        """Extend the leases ``owner`` holds on ``steps`` (those still ``in_progress``, owned by it)."""
+        """Extend ``owner``'s leases on ``steps`` (only those in_progress and leased to it)."""
         ...
 
     def expired_leases(self, now: float, limit: int) -> list[Step]:

@@ -170,9 +170,7 @@ def dumps_json(value: Any, where: str = "value") -> str:
     Flat dicts of scalars with string keys (transition metadata, most contexts) skip the Python
     walk: the C encoder with ``allow_nan=False`` already refuses what they could hold wrongly.
     """
-    if type(value) is dict and all(
-        type(k) is str and type(v) in _FLAT for k, v in value.items()
-    ):
+    if type(value) is dict and all(type(k) is str and type(v) in _FLAT for k, v in value.items()):
         try:
             return _ENCODE(value)
         except ValueError:

@@ -400,7 +400,9 @@ class Coordinator:
         for run in self.runs.values():
             if not run.candidates:
                 continue
-            ready = [run.views[i] for i in sorted(run.candidates) if run.is_ready(run.views[i], now)]
+            ready = [
+                run.views[i] for i in sorted(run.candidates) if run.is_ready(run.views[i], now)
+            ]
             run.candidates.clear()
             if not ready:
                 continue
@@ -428,12 +430,12 @@ class Coordinator:
         free = self._max_in_flight - len(self._in_flight)
         claims = self.queue.claim(self.owner, free, self._lease, now) if free > 0 else []
         for claim in claims:
-            run = self.runs.get(claim.item.task_id)
-            view = run.by_name.get(claim.item.step) if run is not None else None
-            if run is None or view is None or view.state != ENQUEUED:
+            owner = self.runs.get(claim.item.task_id)
+            claimed = owner.by_name.get(claim.item.step) if owner is not None else None
+            if owner is None or claimed is None or claimed.state != ENQUEUED:
                 self.queue.ack([claim])  # the task or step moved on (cancelled, finished)
                 continue
-            self._start(run, view, claim, now, batch)
+            self._start(owner, claimed, claim, now, batch)
 
     def _start(self, run: TaskRun, view: StepView, claim: Claim, now: float, batch: _Batch) -> None:
         batch.changes.append(

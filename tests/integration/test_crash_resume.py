@@ -84,7 +84,11 @@ def test_sigkill_mid_step_then_resume_finishes_without_rerunning(tmp_path: Path)
     (tmp_path / "crash_handlers.py").write_text(textwrap.dedent(HANDLERS))
     log = tmp_path / "log.txt"
     log.touch()
-    env = {**os.environ, "CRASH_LOG": str(log), "TASKER_LOAD_PLUGINS": "memory,sqlite,inprocess,log"}
+    env = {
+        **os.environ,
+        "CRASH_LOG": str(log),
+        "TASKER_LOAD_PLUGINS": "memory,sqlite,inprocess,log",
+    }
 
     run = tasker(tmp_path, "run", "crash/flow", "--template", "flow.yml", env=env)
     wait_for(lambda: "slow 1" in log.read_text(), 60)

@@ -24,7 +24,6 @@ Capabilities: ``atomic_batches`` (``apply(atomic=True)`` is all or nothing), ``c
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -535,6 +534,3 @@ class StoreSuite(SuiteBase):
         finally:
             again.close()
 
-
-def _unused(_: Sequence[object]) -> None:  # pragma: no cover - keeps Sequence imported for docs
-    return None
