@@ -225,7 +225,6 @@ class Engine:
             self.coordinator.drive(
                 lambda: until() or (deadline is not None and self.clock.now() >= deadline)
             )
-        self.bus.flush(self.config.events.flush_interval * 10 + 1.0)
 
     def start(self) -> None:
         """Drive every tracked task on a background thread until :meth:`stop`."""

@@ -128,6 +128,8 @@ def check_endpoint(address: str, *, bind: bool) -> str | None:
     if match is None:
         return "expected tcp://HOST:PORT or ipc://PATH"
     port = match["port"]
+    if match["host"] == "*" and not bind:
+        return "a connect address needs a host, not '*'"
     if port == "*":
         return None if bind else "a connect address needs a port number, not '*'"
     if not 0 < int(port) < 65536:

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from functools import cache
 
 from tasker_core import Transition
 
-from pytest_tasker.reference import RefStateMachine
+from pytest_tasker.reference import RefStateMachine, ref_step_machine, ref_task_machine
 
 __all__ = ["assert_legal_history", "history_problems"]
 
 
-@cache
 def _machine(kind: str) -> RefStateMachine:
-    return RefStateMachine(kind)
+    return ref_task_machine() if kind == "task" else ref_step_machine()
 
 
 def _label(record: str | None) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 from tasker_core import Step, StepChange, StepError, Task, TaskChange
 
-from pytest_tasker.reference import RefStateMachine
+from pytest_tasker.reference import ref_step_machine, ref_task_machine
 
 __all__ = [
     "ModelStep",
@@ -28,8 +28,8 @@ __all__ = [
 
 Change = StepChange | TaskChange
 
-_STEP = RefStateMachine("step")
-_TASK = RefStateMachine("task")
+_STEP = ref_step_machine()
+_TASK = ref_task_machine()
 _CLEARS_LEASE = frozenset({"complete", "error", "resolved_manually", "cancelled"})
 _TASK_DONE = frozenset({"complete", "error", "cancelled", "resolved_manually"})
 

@@ -7,6 +7,7 @@ model field by field and its transition history must be a legal path of the spec
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
 import uuid
@@ -18,15 +19,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from tasker_core import InvalidTransitionError, StepChange, StepError, Store, TaskChange
 
 from pytest_tasker.history import assert_legal_history
-from pytest_tasker.reference import RefStateMachine
+from pytest_tasker.reference import RefStateMachine, ref_step_machine, ref_task_machine
 from pytest_tasker.store_model import ModelStore, is_legal, make_steps, make_task
 
 __all__ = ["StoreMachine"]
 
 Change = StepChange | TaskChange
 
-_STEP = RefStateMachine("step")
-_TASK = RefStateMachine("task")
+_STEP = ref_step_machine()
+_TASK = ref_task_machine()
 _OWNERS = ("w1", "w2", "w3")
 # Progress first; ending states weigh less, so that histories (retries, re-runs) grow long.
 _PREFERENCE = ("enqueued", "in_progress", "complete", "error", "pending")
@@ -72,13 +73,10 @@ class StoreMachine(RuleBasedStateMachine):
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _state_of(self, change: Change) -> str:
-        task = self.model.tasks[change.task_id]
-        return task.steps[change.step].state if isinstance(change, StepChange) else task.state
-
-    def _draw_change(self, data: st.DataObject) -> Change:
+    def _draw_change(self, data: st.DataObject, model: ModelStore) -> Change:
+        """A change to one of this example's records, as ``model`` has them now."""
         task_id = data.draw(st.sampled_from(self.task_ids), label="task")
-        task = self.model.tasks[task_id]
+        task = model.tasks[task_id]
         if data.draw(st.integers(0, 3), label="kind") == 0:
             machine, current = _TASK, task.state
             change: Change = TaskChange(
@@ -124,14 +122,14 @@ class StoreMachine(RuleBasedStateMachine):
         if roll == 1:  # stale: a legal move from a state the record is not in
             legal = [
                 (machine.states[f], machine.states[t])
-                for f, _, t in machine.transitions()
+                for _, f, t in machine.transitions()
                 if machine.states[f] != current
             ]
             f, t = data.draw(st.sampled_from(legal), label="stale")
             return attrs.evolve(change, from_state=f, to_state=t)
         targets = _targets(machine, current)
         if not targets:  # terminal: nothing legal leaves it, try a stale move instead
-            f, _, t = machine.transitions()[0]
+            _, f, t = machine.transitions()[0]
             return attrs.evolve(change, from_state=machine.states[f], to_state=machine.states[t])
         return attrs.evolve(change, to_state=data.draw(st.sampled_from(targets), label="to"))
 
@@ -164,18 +162,13 @@ class StoreMachine(RuleBasedStateMachine):
     def apply_batch(self, data: st.DataObject, size: int, atomic: bool) -> None:
         atomic = atomic and "atomic_batches" in self.caps
         changes: list[Change] = []
+        trial = copy.deepcopy(self.model)
         for _ in range(size):
-            change = self._draw_change(data)
-            changes.append(change)
             # Later changes build on earlier ones, as an engine's tick does.
-            if is_legal(change) and self._state_of(change) == change.from_state:
-                if isinstance(change, StepChange) and change.expect_attempt is not None:
-                    held = self.model.tasks[change.task_id].steps[change.step].attempts
-                    if held != change.expect_attempt:
-                        continue
-                self.model.apply([change], self.now + 0.5, atomic=False)
-        # Undo the trial run: replay on a copy is simpler than predicting twice.
-        self._rollback_trial(changes)
+            change = self._draw_change(data, trial)
+            changes.append(change)
+            if is_legal(change):
+                trial.apply([change], self.now, atomic=False)
         self.now += 1.0
         if not all(is_legal(c) for c in changes):
             bad = next(c for c in changes if not is_legal(c))
@@ -193,9 +186,6 @@ class StoreMachine(RuleBasedStateMachine):
             f"apply(atomic={atomic}) said {got}, the contract says {expected} for "
             + "; ".join(_describe(c) for c in changes)
         )
-
-    def _rollback_trial(self, changes: list[Change]) -> None:
-        self.model = self._saved
 
     @precondition(lambda self: "concurrent_writers" in self.caps and bool(self.task_ids))
     @rule(data=st.data(), racers=st.integers(2, 4))

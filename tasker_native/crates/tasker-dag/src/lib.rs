@@ -14,5 +14,5 @@ mod tracker;
 pub use dag::{Dag, DagBuilder};
 pub use error::{DagError, GraphError, IndexError, ReadyError};
 pub use graph::{NameIndex, WorkflowGraph};
-pub use ready::StepColumns;
+pub use ready::{StepColumns, StepInputs};
 pub use tracker::DependencyTracker;

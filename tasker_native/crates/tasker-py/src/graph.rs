@@ -10,9 +10,9 @@ use pyo3::types::{PyList, PySequence, PyString, PyTuple};
 use pyo3::Borrowed;
 use rustc_hash::FxBuildHasher;
 
-use tasker_dag::{Dag, DagBuilder, DagError, GraphError, StepColumns};
+use tasker_dag::{Dag, DagBuilder, DagError, GraphError};
 
-use crate::columns::Column;
+use crate::columns::{Columns, SolveError};
 use crate::errors;
 use crate::names::NameTable;
 
@@ -178,25 +178,27 @@ impl WorkflowGraph {
 
     /// Full readiness solve: the ready steps, ascending.
     #[allow(clippy::too_many_arguments)]
-    fn ready(
+    fn ready<'py>(
         &self,
-        states: Column<i64>,
-        attempts: Column<i64>,
-        max_attempts: Column<i64>,
-        retryable: Column<bool>,
-        next_retry_at: Column<f64>,
-        leased: Column<bool>,
+        states: &Bound<'py, PyAny>,
+        attempts: &Bound<'py, PyAny>,
+        max_attempts: &Bound<'py, PyAny>,
+        retryable: &Bound<'py, PyAny>,
+        next_retry_at: &Bound<'py, PyAny>,
+        leased: &Bound<'py, PyAny>,
         now: f64,
     ) -> PyResult<Vec<u32>> {
-        let columns = StepColumns {
-            states: &states.0,
-            attempts: &attempts.0,
-            max_attempts: &max_attempts.0,
-            retryable: &retryable.0,
-            next_retry_at: &next_retry_at.0,
-            leased: &leased.0,
-        };
-        self.dag.ready(&columns, now).map_err(errors::ready)
+        let columns = Columns::new([
+            states,
+            attempts,
+            max_attempts,
+            retryable,
+            next_retry_at,
+            leased,
+        ])?;
+        self.dag
+            .ready_from(&columns, now)
+            .map_err(|SolveError(err)| err)
     }
 
     /// Remaining-parent counters for incremental readiness, starting from ``satisfied``.

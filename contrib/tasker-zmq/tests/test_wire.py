@@ -1,0 +1,74 @@
+"""The wire format: [topic, JSON payload], topic = event name; and the readable tail line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from tasker_core import Event
+from tasker_zmq import WireError, decode, encode, format_event
+
+names = st.from_regex(r"(task|step|workflow|custom)\.[a-z_]{1,20}", fullmatch=True)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                  max_size=4),
+    max_leaves=10,
+)
+data = st.dictionaries(st.sampled_from(["step", "attempt", "payload", "reason", "steps"]),
+                       json_values, max_size=4)
+
+
+def event_of(name: str, extra: dict[str, Any]) -> Event:
+    return Event(name, "abc-1", 1700000000.25, "t" * 32, "ns", "wf", "1.0.0", extra)
+
+
+@given(name=names, extra=data)
+def test_messages_decode_to_the_event_dict(name: str, extra: dict[str, Any]) -> None:
+    event = event_of(name, extra)
+    topic, payload = encode(event)
+    assert topic == name.encode()
+    assert payload.isascii()  # plain ASCII JSON: any client's decoder reads it
+    assert decode([topic, payload]) == event.to_dict()
+
+
+@given(name=names, prefix_length=st.integers(0, 30))
+def test_a_name_prefix_is_a_topic_prefix(name: str, prefix_length: int) -> None:
+    topic, _ = encode(event_of(name, {}))
+    assert topic.startswith(name[:prefix_length].encode())
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b"task.created"],
+        [b"task.created", b"{}", b"extra"],
+        [b"task.created", b"not json"],
+        [b"task.created", b"[1, 2]"],
+        [b"task.created", json.dumps({"name": "task.failed"}).encode()],
+        [b"task.created", b"\xff\xfe"],
+    ],
+)
+def test_malformed_messages_are_refused(frames: list[bytes]) -> None:
+    with pytest.raises(WireError):
+        decode(frames)
+
+
+def test_nan_is_not_json() -> None:
+    with pytest.raises(ValueError):
+        encode(event_of("custom.x", {"payload": float("nan")}))
+
+
+def test_the_readable_line_shows_what_happened() -> None:
+    line = format_event(event_of("step.failed", {
+        "step": "charge", "attempt": 2, "duration": 0.0125,
+        "error_class": "TimeoutError", "error_message": "card service timed out",
+    }).to_dict())
+    assert "step.failed" in line and "ns/wf@1.0.0" in line and "task=tttttttttttt" in line
+    assert "step=charge attempt=2 duration=12.5ms error_class=TimeoutError" in line
+    assert 'error_message="card service timed out"' in line
+    assert "\n" not in line
