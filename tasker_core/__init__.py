@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tasker_core.clock import Clock, ManualClock, SystemClock
     from tasker_core.config import Config, load_config
+    from tasker_core.durations import format_duration, parse_duration
     from tasker_core.engine import Engine
     from tasker_core.errors import (
         ConfigError,
@@ -56,6 +57,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
+    "format_duration": "tasker_core.durations",
+    "parse_duration": "tasker_core.durations",
     "SPEC_EVENTS_TOML": "tasker_core.fsm",
     "SPEC_STATES_TOML": "tasker_core.fsm",
     "Action": "tasker_core.orchestration.finalizer",
@@ -179,5 +182,7 @@ __all__ = [
     "__version__",
     "handler",
     "load_config",
+    "format_duration",
     "load_template_file",
+    "parse_duration",
 ]

@@ -72,6 +72,11 @@ class WorkflowGraph:
     skipping steps already finished; the first edge back into the current search path closes the
     cycle, and ``path`` runs from that re-entered step along dependency edges back to it
     (``["a", "b", "a"]`` means a depends on b and b depends on a).
+
+    Both arguments are lists, tuples or other sequences, never a bare str; every name must be a
+    str (TypeError) that encodes as UTF-8 (UnicodeEncodeError for a lone surrogate). These
+    conversion errors come before the validation above. Names are matched by text; ``names``
+    keeps the objects given.
     """
 
     def __new__(
@@ -112,6 +117,12 @@ class WorkflowGraph:
         ``pending``, or it is ``error`` with ``retryable[i]``, ``attempts[i] < max_attempts[i]`` and
         ``now >= next_retry_at[i]`` (pass 0.0 when there is no retry time); and every parent's
         state satisfies a dependency. Every sequence must have one entry per step, else ValueError.
+
+        ``states`` is read whole (UnknownStateError for a code outside STEP_MACHINE.states); the
+        other columns are read only where the rule needs an entry, in the order above: the four
+        retry columns only for a step in ``error``, ``leased`` only for a runnable step whose
+        parents are all satisfied. An entry the rule never reaches is not converted, so a
+        malformed one there raises nothing (as in the reference model).
         """
     def tracker(self, satisfied: Sequence[int] = ()) -> DependencyTracker:
         """Remaining-parent counters for incremental readiness, starting from ``satisfied``."""
@@ -121,9 +132,9 @@ class DependencyTracker:
     """Counts each step's unsatisfied parents so that completing a step costs O(out-degree)."""
 
     def mark_satisfied(self, step: int) -> list[int]:
-        """Record that ``step`` is satisfied; return its children, not satisfied themselves, whose
-        last unsatisfied parent this was, ascending. Marking a satisfied step again returns [] and
-        changes nothing."""
+        """Record that ``step`` is satisfied; return those of its children that are not
+        themselves satisfied and whose last unsatisfied parent ``step`` was, ascending. Marking a
+        satisfied step again returns [] and changes nothing."""
     def is_satisfied(self, step: int) -> bool: ...
     def remaining_parents(self, step: int) -> int: ...
     def unblocked(self) -> list[int]:
@@ -139,7 +150,7 @@ def jitter_fraction(key: int, attempt: int, seed: int) -> float:
     z = x + 0x9E3779B97F4A7C15; z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9;
     z = (z ^ z >> 27) * 0x94D049BB133111EB; z = z ^ z >> 31                  (splitmix64)
     result = (z >> 11) * 2**-53
-    OverflowError for a negative or too large integer.
+    OverflowError for an argument outside unsigned 64 bits (negative, or 2**64 and up).
     """
 
 def backoff_delay(
@@ -153,10 +164,14 @@ def backoff_delay(
 ) -> float:
     """Seconds to wait before the next attempt after failed attempt number ``attempt`` (>= 1).
 
-    ``retry_after`` (from the handler) wins when given: ``max(retry_after, 0.0)``. Otherwise
-    ``d = min(base * 2.0 ** (attempt - 1), max_delay)`` (an exponent past 1023 counts as infinite;
-    a zero ``base`` always gives 0) and the result is
-    ``d * (1.0 - jitter * jitter_fraction(key, attempt, seed))``. The arguments are checked first,
-    even when ``retry_after`` is given: ValueError when attempt < 1, base < 0, max_delay < 0 or
-    jitter is outside [0, 1].
+    ``retry_after`` (from the handler) wins when given: ``max(retry_after, 0.0)``, a NaN counting
+    as 0.0. Otherwise ``d = min(base * 2.0 ** (attempt - 1), max_delay)`` (an exponent past 1023
+    counts as infinite; a zero ``base`` always gives 0) and the result is
+    ``d * (1.0 - jitter * jitter_fraction(key, attempt, seed))``.
+
+    The arguments are checked first, even when ``retry_after`` is given. Converting them comes
+    before anything else: OverflowError when ``key`` or ``seed`` is outside unsigned 64 bits
+    (negative, or 2**64 and up) or ``attempt`` is outside signed 64 bits. Then ValueError when
+    attempt < 1, base < 0, max_delay < 0 or jitter is outside [0, 1], and when base, max_delay
+    or jitter is NaN.
     """

@@ -70,7 +70,8 @@ class _SinkWorker:
                 self.stats.dropped += overflow
                 events = events[max(0, len(events) - self._capacity) :]
             self._buffer.extend(events)
-            self._cond.notify()
+            if len(self._buffer) >= self._batch_size:
+                self._cond.notify()  # a full batch is worth a wake-up; else the timed wait gets it
 
     def pending(self) -> int:
         with self._cond:

@@ -534,9 +534,9 @@ class Coordinator:
         run.task = _evolve_task(run.task, target, now, wake_at)
         batch.touched.add(run.task_id)
         if target == TaskState.IN_PROGRESS:
-            if run.started_at is None:
+            if run.started_at is None:  # resuming after a backoff wait is not a new start
                 run.started_at = now
-            self._event(batch, run, "task.started")
+                self._event(batch, run, "task.started")
         elif target == TaskState.COMPLETE:
             self._event(batch, run, "task.completed", duration=now - (run.started_at or now))
         elif target == TaskState.ERROR:

@@ -112,9 +112,10 @@ class Proxy:
             control.setsockopt(zmq.RCVTIMEO, _CONTROL_TIMEOUT_MS)
             control.connect(self._control)
             counters = terminate(control)
+            # Join before closing: closing at once would throw away the unread TERMINATE.
+            self._thread.join()
         finally:
             control.close(linger=0)
-        self._thread.join()
         self._context.term()
         return counters
 

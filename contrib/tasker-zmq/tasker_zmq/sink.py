@@ -1,16 +1,17 @@
 """The ``zmq`` event sink: lifecycle events out of an XPUB socket, never blocking the engine.
 
 Threads: the engine's event bus calls :meth:`ZmqSink.publish` on the sink's bus thread; that
-thread only encodes the batch and hands it to the sink's own I/O thread, which is the only thread
-that ever touches the ZeroMQ socket (ZeroMQ sockets are not thread-safe). The hand-off waits for
-the I/O thread to finish the batch, so the bus's bounded buffer stays the one place where events
-queue up, and its bound is the memory bound.
+thread encodes the events someone subscribes to and appends them to a bounded queue. The sink's
+own I/O thread is the only thread that ever touches the ZeroMQ socket (ZeroMQ sockets are not
+thread-safe): it sends what is queued and reads subscriptions. The queue holds at most
+``events.zmq.hwm`` messages, so the sink's memory is bounded on top of the bus's buffer.
 
 Sends never wait: the socket is an XPUB with ``XPUB_NODROP`` and every send is ``NOBLOCK``, so
-an event that no subscriber wants, or that meets a full high-water mark (a slow subscriber, a
-slow or absent proxy), is dropped on the spot and counted. XPUB rather than PUB because it also
-receives the subscriptions, which is how the sink tells "nobody listens" apart from "too slow",
-and how :meth:`ZmqSink.wait_for_subscriptions` answers ZeroMQ's slow-joiner problem.
+an event that meets a full high-water mark (a slow subscriber, a slow or absent proxy) is dropped
+on the spot and counted. XPUB rather than PUB because it also receives the subscriptions: events
+nobody subscribes to are counted and dropped before they cost an encoding, "nobody listens" is
+told apart from "too slow", and :meth:`ZmqSink.wait_for_subscriptions` answers ZeroMQ's
+slow-joiner problem.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import cast
@@ -31,7 +33,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from tasker_zmq.auth import SUBSCRIBERS, start_authenticator
 from tasker_zmq.keys import KeyPair, load_public_key, load_secret_key
 from tasker_zmq.options import SECTION, ZmqOptions
-from tasker_zmq.wire import encode
+from tasker_zmq.wire import encode_payload
 
 __all__ = ["ZmqSink"]
 
@@ -41,6 +43,7 @@ _Message = tuple[bytes, bytes]
 _DROP_KINDS = ("no_subscriber", "hwm", "unencodable", "closed")
 _START_TIMEOUT = 30.0  # opening a socket is immediate; this only guards against a wedged thread
 _CLOSE_GRACE = 5.0
+_GATHER_MS = 10
 
 
 class _Keys:
@@ -80,10 +83,13 @@ class ZmqSink:
         self.options = options
         self._keys = _Keys(options)
         self._cond = threading.Condition()
-        self._batch: list[_Message] | None = None
+        self._queue: deque[_Message] = deque()
+        self._idle = False
+        self._urgent = max(1, options.hwm // 2)
         self._closing = False
         self._stopped = False
-        self._subscriptions: set[bytes] = set()
+        self._subscriptions: frozenset[bytes] = frozenset()
+        self._topics: dict[str, bytes] = {}
         self._sent = 0
         self._drops = dict.fromkeys(_DROP_KINDS, 0)
         self._reported = dict(self._drops)
@@ -104,31 +110,47 @@ class ZmqSink:
     # -- the bus side ------------------------------------------------------------------------
 
     def publish(self, events: Sequence[Event]) -> None:
-        """Encode the batch and hand it to the I/O thread; returns once it was sent or dropped."""
+        """Queue the events someone subscribes to for the I/O thread; never waits."""
+        if self._shut():
+            self._count("closed", len(events))
+            return
+        subscriptions = self._subscriptions  # the I/O thread swaps in a new set on a change
+        everything = b"" in subscriptions
         batch: list[_Message] = []
+        unwanted = 0
         for event in events:
+            topic = self._topics.get(event.name)
+            if topic is None:
+                topic = self._topics.setdefault(event.name, event.name.encode())
+            if not (everything or any(topic.startswith(s) for s in subscriptions)):
+                unwanted += 1
+                continue
             try:
-                batch.append(encode(event))
+                batch.append((topic, encode_payload(event)))
             except (TypeError, ValueError) as exc:
                 self._count("unencodable", 1)
                 log.warning(
                     "zmq sink: dropped %s event %s: not plain JSON (%s)", event.name, event.id, exc
                 )
-        if not batch:
-            return
         with self._cond:
-            while self._batch is not None and not self._stopped:
-                self._cond.wait()
-            if self._stopped or self._closing:
+            self._drops["no_subscriber"] += unwanted
+            if not batch:
+                return
+            if self._shut():  # closed while this batch was encoded
                 self._drops["closed"] += len(batch)
                 return
-            self._batch = batch
-            self._wake()
-            while self._batch is batch and not self._stopped:
-                self._cond.wait()
+            room = self.options.hwm - len(self._queue)
+            if len(batch) > room:
+                self._drops["hwm"] += len(batch) - max(room, 0)
+                batch = batch[: max(room, 0)]
+            before = len(self._queue)
+            self._queue.extend(batch)
+            if self._idle or before < self._urgent <= len(self._queue):
+                self._idle = False
+                self._wake()
 
     def close(self) -> None:
-        """Send what is handed over, then give the socket ``linger`` to flush; idempotent."""
+        """Send what is queued, then give the socket ``linger`` to flush; idempotent."""
         with self._cond:
             if self._closing:
                 return
@@ -167,8 +189,12 @@ class ZmqSink:
 
     def subscriptions(self) -> frozenset[str]:
         """The topic prefixes someone downstream subscribes to, as this socket last heard."""
+        return frozenset(s.decode(errors="replace") for s in self._subscriptions)
+
+    def queued(self) -> int:
+        """Messages waiting for the I/O thread (at most ``events.zmq.hwm``)."""
         with self._cond:
-            return frozenset(s.decode(errors="replace") for s in self._subscriptions)
+            return len(self._queue)
 
     def wait_for_subscriptions(self, prefixes: Iterable[str] = (), timeout: float = 5.0) -> bool:
         """Wait until each of ``prefixes`` is subscribed (any subscription if none is given).
@@ -199,6 +225,9 @@ class ZmqSink:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    def _shut(self) -> bool:
+        return self._closing or self._stopped
+
     def _count(self, kind: str, n: int) -> None:
         with self._cond:
             self._drops[kind] += n
@@ -222,9 +251,8 @@ class ZmqSink:
         finally:
             with self._cond:
                 self._stopped = True
-                if self._batch is not None:
-                    self._drops["closed"] += len(self._batch)
-                    self._batch = None
+                self._drops["closed"] += len(self._queue)
+                self._queue.clear()
                 self._cond.notify_all()
             if socket is not None:
                 socket.close(linger=int(self.options.linger * 1000))
@@ -279,22 +307,26 @@ class ZmqSink:
         interval = self.options.log_interval
         next_report = time.monotonic() + interval
         while True:
-            wait_ms = max(0.0, next_report - time.monotonic()) * 1000
-            poller.poll(int(wait_ms) + 1)
-            self._drain_wakeups()
             self._read_subscriptions(socket)
             with self._cond:
-                batch, closing = self._batch, self._closing
-            if batch is not None:
+                batch, self._queue = self._queue, deque()
+                closing = self._closing
+                self._idle = not batch
+            if batch:
                 self._send(socket, batch)
-                with self._cond:
-                    self._batch = None
-                    self._cond.notify_all()
             if time.monotonic() >= next_report:
                 self._report(interval)
                 next_report = time.monotonic() + interval
-            if closing and batch is None:
+            if closing and not batch:
                 return
+            if batch:
+                # Busy: let events gather for a moment rather than wake per bus batch; a
+                # subscription, close() or a queue half full cuts the wait short.
+                poller.poll(_GATHER_MS)
+            else:
+                wait_ms = max(0.0, next_report - time.monotonic()) * 1000
+                poller.poll(int(wait_ms) + 1)
+            self._drain_wakeups()
 
     def _drain_wakeups(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -305,31 +337,23 @@ class ZmqSink:
         """Apply (un)subscription messages: ``\\x01prefix`` subscribes, ``\\x00prefix`` leaves."""
         if not _readable(socket):
             return
-        with self._cond:  # waiters read the set under this lock
-            while _readable(socket):
-                message = socket.recv()
-                kind, prefix = message[:1], message[1:]
-                if kind == b"\x01":
-                    self._subscriptions.add(prefix)
-                elif kind == b"\x00":
-                    self._subscriptions.discard(prefix)
+        subscriptions = set(self._subscriptions)
+        while _readable(socket):
+            message = socket.recv()
+            kind, prefix = message[:1], message[1:]
+            if kind == b"\x01":
+                subscriptions.add(prefix)
+            elif kind == b"\x00":
+                subscriptions.discard(prefix)
+        with self._cond:  # publish() reads the reference without the lock; waiters with it
+            self._subscriptions = frozenset(subscriptions)
             self._cond.notify_all()
 
-    def _send(self, socket: zmq.Socket[bytes], batch: list[_Message]) -> None:
-        self._read_subscriptions(socket)
-        subscriptions = self._subscriptions
-        everything = b"" in subscriptions
-        wanted: dict[bytes, bool] = {}
+    def _send(self, socket: zmq.Socket[bytes], batch: deque[_Message]) -> None:
         send = socket.send
         more, last = zmq.SNDMORE | zmq.NOBLOCK, zmq.NOBLOCK
-        sent = no_subscriber = full = 0
+        sent = full = 0
         for topic, payload in batch:
-            routed = everything or wanted.get(topic)
-            if routed is None:
-                routed = wanted[topic] = any(topic.startswith(s) for s in subscriptions)
-            if not routed:
-                no_subscriber += 1
-                continue
             try:
                 send(topic, more)
             except zmq.Again:
@@ -341,7 +365,6 @@ class ZmqSink:
             sent += 1
         with self._cond:
             self._sent += sent
-            self._drops["no_subscriber"] += no_subscriber
             self._drops["hwm"] += full
 
     def _report(self, interval: float) -> None:

@@ -67,10 +67,14 @@ class Subscriber:
         """The next well-formed event, or None if none arrives within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
-            left = max(0.0, deadline - time.monotonic())
-            if not self._socket.poll(int(left * 1000)):
-                return None
-            event = self._decode(self._socket.recv_multipart())
+            try:  # a message is usually waiting under load: skip the poll call then
+                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                left = max(0.0, deadline - time.monotonic())
+                if not self._socket.poll(int(left * 1000)):
+                    return None
+                frames = self._socket.recv_multipart()
+            event = self._decode(frames)
             if event is not None:
                 return event
 

@@ -29,6 +29,7 @@ from tasker_core import (
     TaskTemplate,
 )
 from tasker_core.plugin import PluginHost
+
 from tasker_zmq import ZmqSink
 
 
@@ -53,7 +54,10 @@ def finish(ctx: StepContext) -> None:
 
 
 def template() -> TaskTemplate:
-    steps = [StepTemplate("prepare", "bus.prepare"), StepTemplate("flaky", "bus.flaky", ("prepare",))]
+    steps = [
+        StepTemplate("prepare", "bus.prepare"),
+        StepTemplate("flaky", "bus.flaky", ("prepare",)),
+    ]
     steps += [StepTemplate(f"work_{i}", "bus.work", ("prepare",)) for i in range(3)]
     parents = ("flaky", "work_0", "work_1", "work_2")
     steps.append(StepTemplate("finish", "bus.finish", parents))

@@ -47,10 +47,10 @@ def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
             left = deadline - time.monotonic()
             if left <= 0 or not selector.select(left):
                 _pending[fd] = buffer
-                raise AssertionError(f"no output line from {proc.args} within {timeout}s")
+                raise AssertionError(f"no output line from {proc.args!r} within {timeout}s")
             chunk = os.read(fd, 65536)
             if not chunk:
-                raise AssertionError(f"{proc.args} ended (status {proc.wait(5)}): {buffer!r}")
+                raise AssertionError(f"{proc.args!r} ended (status {proc.wait(5)}): {buffer!r}")
             buffer += chunk
     line, rest = buffer.split(b"\n", 1)
     if rest:
@@ -69,17 +69,19 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float 
         proc.wait(5)
         err = proc.stderr.read() if proc.stderr is not None else ""
         raise AssertionError(
-            f"{proc.args} did not stop within {timeout}s of signal {sig}; stderr: {err}"
+            f"{proc.args!r} did not stop within {timeout}s of signal {sig}; stderr: {err}"
         ) from None
 
 
 @pytest.fixture
-def cli() -> Callable[..., subprocess.Popen[str]]:
+def cli() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """Start ``tasker ARGS...`` as a subprocess with text pipes."""
     started: list[subprocess.Popen[str]] = []
 
     def start(*args: str) -> subprocess.Popen[str]:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Only this plugin: the `events` commands need nothing else, and another plugin's
+        # trouble should not fail this suite.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TASKER_LOAD_PLUGINS": "zmq"}
         proc = subprocess.Popen(
             [*CLI, *args],
             stdout=subprocess.PIPE,
@@ -177,6 +179,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 @pytest.fixture
 def eventually() -> Callable[[Callable[[], bool], float, str], None]:
     return wait_until
+
+
+@pytest.fixture
+def only_this_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process ``tasker`` runs load only this plugin (see :func:`cli`)."""
+    monkeypatch.setenv("TASKER_LOAD_PLUGINS", "zmq")
 
 
 @pytest.fixture

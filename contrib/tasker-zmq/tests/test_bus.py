@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tasker_zmq import Subscriber
 
 HERE = Path(__file__).resolve().parent
@@ -65,19 +66,38 @@ def test_two_workers_through_the_proxy(
     steps = Subscriber(proxy["backend"], ["step."])
     failures = Subscriber(proxy["backend"], ["task.failed"])
     tail = cli(
-        "events", "tail", "--connect", proxy["backend"], "--filter", "task.", "--json",
-        "--timeout", "180s",
+        "events",
+        "tail",
+        "--connect",
+        proxy["backend"],
+        "--filter",
+        "task.",
+        "--json",
+        "--timeout",
+        "180s",
     )
     prefixes = ["", "step.", "task.failed", "task."]
     workers = []
     for label, fail in (("one", False), ("two", True)):
-        command = [sys.executable, str(WORKER), "--publish", proxy["frontend"],
-                   "--out", str(tmp_path / f"{label}.json"), "--label", label]
+        command = [
+            sys.executable,
+            str(WORKER),
+            "--publish",
+            proxy["frontend"],
+            "--out",
+            str(tmp_path / f"{label}.json"),
+            "--label",
+            label,
+        ]
         command += [f"--await={prefix}" for prefix in prefixes]
-        workers.append(subprocess.Popen(
-            [*command, *(["--fail"] if fail else [])],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
+        workers.append(
+            subprocess.Popen(
+                [*command, *(["--fail"] if fail else [])],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     try:
         for worker in workers:
             out, err = worker.communicate(timeout=120)
@@ -103,8 +123,9 @@ def test_two_workers_through_the_proxy(
     }
 
     # Prefix filters: the step. subscriber saw exactly the step events, in per-task order.
-    got_steps = collect(steps, lambda e: len(e) >= sum(
-        x["name"].startswith("step.") for x in sent), timeout=30)
+    got_steps = collect(
+        steps, lambda e: len(e) >= sum(x["name"].startswith("step.") for x in sent), timeout=30
+    )
     assert by_task(got_steps) == by_task([e for e in sent if e["name"].startswith("step.")])
     assert [e["name"] for e in got_failed] == ["task.failed"]
     assert failures.receive(0.2) is None
@@ -120,14 +141,21 @@ def test_two_workers_through_the_proxy(
 
 
 @pytest.mark.slow
-def test_nothing_is_sent_to_nobody(
-    proxy: Mapping[str, Any], tmp_path: Path
-) -> None:
+def test_nothing_is_sent_to_nobody(proxy: Mapping[str, Any], tmp_path: Path) -> None:
     """With no subscriber, a worker drops every event at the source, counted, and still runs."""
     out = subprocess.run(
-        [sys.executable, str(WORKER), "--publish", proxy["frontend"], "--out",
-         str(tmp_path / "w.json")],
-        capture_output=True, text=True, timeout=120, check=True,
+        [
+            sys.executable,
+            str(WORKER),
+            "--publish",
+            proxy["frontend"],
+            "--out",
+            str(tmp_path / "w.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     ).stdout
     stats = json.loads(out)["sink"]
     recorded = json.loads((tmp_path / "w.json").read_text())

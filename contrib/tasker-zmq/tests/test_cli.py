@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from tasker_core import TaskRequest
 from tasker_core.cli import main
+
 from tasker_zmq import ZmqOptions, ZmqSink
 
 Start = Callable[..., subprocess.Popen[str]]
@@ -35,8 +36,9 @@ def test_tail_stops_cleanly_on_a_signal(
 
 
 def test_tail_count_and_timeout(cli: Start, proxy: Mapping[str, Any]) -> None:
-    tail = cli("events", "tail", "--connect", proxy["backend"], "--count", "1",
-               "--timeout", "300ms")
+    tail = cli(
+        "events", "tail", "--connect", proxy["backend"], "--count", "1", "--timeout", "300ms"
+    )
     _, err = tail.communicate(timeout=60)
     assert tail.returncode == 1
     assert "timed out after 0 of 1 events" in err
@@ -45,12 +47,23 @@ def test_tail_count_and_timeout(cli: Start, proxy: Mapping[str, Any]) -> None:
 
 
 def test_tail_prints_readable_lines_and_exits_after_count(
-    cli: Start, next_line: Callable[[subprocess.Popen[str], float], str],
+    cli: Start,
+    next_line: Callable[[subprocess.Popen[str], float], str],
     make_engine: Callable[..., Any],
 ) -> None:
     sink = ZmqSink(ZmqOptions(bind="tcp://127.0.0.1:*"))
-    tail = cli("events", "tail", "--connect", sink.endpoint, "--filter", "step.completed",
-               "--count", "2", "--timeout", "60s")
+    tail = cli(
+        "events",
+        "tail",
+        "--connect",
+        sink.endpoint,
+        "--filter",
+        "step.completed",
+        "--count",
+        "2",
+        "--timeout",
+        "60s",
+    )
     try:
         assert sink.wait_for_subscriptions(["step.completed"], timeout=60)
         engine = make_engine([sink], width=3)
@@ -73,6 +86,7 @@ def test_tail_prints_readable_lines_and_exits_after_count(
         (["proxy", "--server-key", "/no/such.key_secret"], "cannot read CURVE key file"),
     ],
 )
+@pytest.mark.usefixtures("only_this_plugin")
 def test_bad_input_is_one_line_and_status_2(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -82,13 +96,15 @@ def test_bad_input_is_one_line_and_status_2(
 
 
 def test_proxy_refuses_a_port_in_use(cli: Start, proxy: Mapping[str, Any]) -> None:
-    clash = cli("events", "proxy", "--frontend", proxy["frontend"], "--backend",
-                "tcp://127.0.0.1:*")
+    clash = cli(
+        "events", "proxy", "--frontend", proxy["frontend"], "--backend", "tcp://127.0.0.1:*"
+    )
     _, err = clash.communicate(timeout=60)
     assert clash.returncode == 2
     assert "Address already in use" in err
 
 
+@pytest.mark.usefixtures("only_this_plugin")
 def test_keygen_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["events", "keygen", str(tmp_path), "--name", "w1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -14,6 +14,7 @@ import zmq
 import zmq.auth
 from tasker_core import Engine, Event, TaskRequest
 from tasker_core.cli import main
+
 from tasker_zmq import Proxy, Subscriber, ZmqOptions, ZmqSink, load_public_key, load_secret_key
 
 ANY_PORT = "tcp://127.0.0.1:*"
@@ -24,8 +25,10 @@ QUIET = 1.0  # how long an unauthorised subscriber is given to (not) receive any
 def keys(tmp_path: Path) -> Path:
     """server, worker, reader and stranger key pairs; reader and worker are allowed."""
     directory = tmp_path / "keys"
-    for name in ("server", "worker", "reader", "stranger"):
-        assert main(["events", "keygen", str(directory), "--name", name]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TASKER_LOAD_PLUGINS", "zmq")  # the keygen command needs only this plugin
+        for name in ("server", "worker", "reader", "stranger"):
+            assert main(["events", "keygen", str(directory), "--name", name]) == 0
     for side, name in (("publishers", "worker"), ("subscribers", "reader")):
         (directory / side).mkdir()
         (directory / side / f"{name}.key").write_bytes((directory / f"{name}.key").read_bytes())
@@ -55,13 +58,17 @@ def keyed(keys: Path, connect: str, name: str, server: str = "server") -> Subscr
 
 
 def publisher(keys: Path, frontend: str, name: str) -> ZmqSink:
-    return ZmqSink(ZmqOptions.from_mapping({
-        "publish": frontend,
-        "curve": {
-            "server_public_key": str(keys / "server.key"),
-            "client_secret_key": str(keys / f"{name}.key_secret"),
-        },
-    }))
+    return ZmqSink(
+        ZmqOptions.from_mapping(
+            {
+                "publish": frontend,
+                "curve": {
+                    "server_public_key": str(keys / "server.key"),
+                    "client_secret_key": str(keys / f"{name}.key_secret"),
+                },
+            }
+        )
+    )
 
 
 def run_task(make_engine: Callable[..., Engine], sink: ZmqSink) -> list[Event]:
@@ -91,7 +98,9 @@ def test_keygen_writes_certificates_with_a_private_secret(keys: Path) -> None:
     same_pub, secret_key = zmq.auth.load_certificate(secret)
     assert none is None and pub_key == same_pub and secret_key is not None
     assert zmq.curve_public(secret_key) == pub_key
-    assert main(["events", "keygen", str(keys), "--name", "server"]) == 2  # no silent overwrite
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TASKER_LOAD_PLUGINS", "zmq")
+        assert main(["events", "keygen", str(keys), "--name", "server"]) == 2  # no overwrite
 
 
 def test_only_the_keyed_subscriber_receives_events(
@@ -131,16 +140,18 @@ def test_a_publisher_off_the_allow_list_cannot_inject_events(
         reader.close()
 
 
-def test_a_bound_sink_is_the_curve_server(
-    keys: Path, make_engine: Callable[..., Engine]
-) -> None:
-    sink = ZmqSink(ZmqOptions.from_mapping({
-        "bind": ANY_PORT,
-        "curve": {
-            "server_secret_key": str(keys / "server.key_secret"),
-            "authorized_keys": str(keys / "subscribers"),
-        },
-    }))
+def test_a_bound_sink_is_the_curve_server(keys: Path, make_engine: Callable[..., Engine]) -> None:
+    sink = ZmqSink(
+        ZmqOptions.from_mapping(
+            {
+                "bind": ANY_PORT,
+                "curve": {
+                    "server_secret_key": str(keys / "server.key_secret"),
+                    "authorized_keys": str(keys / "subscribers"),
+                },
+            }
+        )
+    )
     reader = keyed(keys, sink.endpoint, "reader")
     stranger = keyed(keys, sink.endpoint, "stranger")
     unkeyed = Subscriber(sink.endpoint)

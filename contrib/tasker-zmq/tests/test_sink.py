@@ -12,6 +12,7 @@ import pytest
 import zmq
 from tasker_core import Config, ConfigError, Engine, Event, TaskRequest
 from tasker_core.plugin import PluginHost
+
 from tasker_zmq import Subscriber, ZmqOptions, ZmqSink
 
 ANY_PORT = "tcp://127.0.0.1:*"
@@ -175,10 +176,24 @@ def test_an_event_that_is_not_json_is_dropped_alone(make_engine: Callable[..., E
     try:
         assert sink.wait_for_subscriptions([""], timeout=10)
         engine = make_engine([], width=1)
-        good = engine.bus.make("custom.ok", task_id="t", namespace="n", workflow="w",
-                               version="1", time=1.0, payload=[1, 2])
-        bad = engine.bus.make("custom.bad", task_id="t", namespace="n", workflow="w",
-                              version="1", time=1.0, payload=float("nan"))
+        good = engine.bus.make(
+            "custom.ok",
+            task_id="t",
+            namespace="n",
+            workflow="w",
+            version="1",
+            time=1.0,
+            payload=[1, 2],
+        )
+        bad = engine.bus.make(
+            "custom.bad",
+            task_id="t",
+            namespace="n",
+            workflow="w",
+            version="1",
+            time=1.0,
+            payload=float("nan"),
+        )
         sink.publish([bad, good])
         got = receive_all(subscriber, 1)
     finally:

@@ -9,18 +9,25 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from tasker_core import Event
+
 from tasker_zmq import WireError, decode, encode, format_event
+from tasker_zmq.wire import encode_payload, reference_payload
 
 names = st.from_regex(r"(task|step|workflow|custom)\.[a-z_]{1,20}", fullmatch=True)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=20)
     | st.floats(allow_nan=False, allow_infinity=False),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                  max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=10,
 )
-data = st.dictionaries(st.sampled_from(["step", "attempt", "payload", "reason", "steps"]),
-                       json_values, max_size=4)
+data = st.dictionaries(
+    st.sampled_from(["step", "attempt", "payload", "reason", "steps"]), json_values, max_size=4
+)
 
 
 def event_of(name: str, extra: dict[str, Any]) -> Event:
@@ -34,6 +41,44 @@ def test_messages_decode_to_the_event_dict(name: str, extra: dict[str, Any]) -> 
     assert topic == name.encode()
     assert payload.isascii()  # plain ASCII JSON: any client's decoder reads it
     assert decode([topic, payload]) == event.to_dict()
+
+
+any_text = st.text(st.characters(codec="utf-8"), max_size=12)
+any_keys = st.one_of(any_text, st.integers(-5, 5), st.booleans(), st.none(), st.floats(0, 2))
+
+
+@given(
+    name=any_text,
+    event_id=any_text,
+    when=st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers()),
+    common=st.tuples(any_text, any_text, any_text, any_text),
+    extra=st.dictionaries(
+        any_keys, json_values | st.sampled_from([True, 1.5e300, -0.0]), max_size=5
+    ),
+)
+def test_the_fast_encoder_writes_what_the_standard_library_writes(
+    name: str,
+    event_id: str,
+    when: float,
+    common: tuple[str, str, str, str],
+    extra: dict[Any, Any],
+) -> None:
+    event = Event(name, event_id, when, *common, extra)
+    assert encode_payload(event) == reference_payload(event)
+
+
+@given(field=st.sampled_from(["name", "id", "time", "task_id", "version"]), value=json_values)
+def test_data_that_overrides_a_common_field_encodes_like_to_dict(field: str, value: Any) -> None:
+    event = event_of("custom.x", {field: value})
+    assert json.loads(encode_payload(event)) == json.loads(json.dumps(event.to_dict()))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), [float("-inf")]])
+def test_non_finite_numbers_are_refused_like_the_standard_library(bad: Any) -> None:
+    event = event_of("custom.x", {"payload": bad})
+    for encoder in (encode_payload, reference_payload):
+        with pytest.raises(ValueError):
+            encoder(event)
 
 
 @given(name=names, prefix_length=st.integers(0, 30))
@@ -64,10 +109,18 @@ def test_nan_is_not_json() -> None:
 
 
 def test_the_readable_line_shows_what_happened() -> None:
-    line = format_event(event_of("step.failed", {
-        "step": "charge", "attempt": 2, "duration": 0.0125,
-        "error_class": "TimeoutError", "error_message": "card service timed out",
-    }).to_dict())
+    line = format_event(
+        event_of(
+            "step.failed",
+            {
+                "step": "charge",
+                "attempt": 2,
+                "duration": 0.0125,
+                "error_class": "TimeoutError",
+                "error_message": "card service timed out",
+            },
+        ).to_dict()
+    )
     assert "step.failed" in line and "ns/wf@1.0.0" in line and "task=tttttttttttt" in line
     assert "step=charge attempt=2 duration=12.5ms error_class=TimeoutError" in line
     assert 'error_message="card service timed out"' in line
