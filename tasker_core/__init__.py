@@ -180,9 +180,9 @@ __all__ = [
     "UnknownStateError",
     "WorkItem",
     "__version__",
+    "format_duration",
     "handler",
     "load_config",
-    "format_duration",
     "load_template_file",
     "parse_duration",
 ]

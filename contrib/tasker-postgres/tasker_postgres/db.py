@@ -21,8 +21,11 @@ __all__ = ["TRANSIENT", "conninfo", "is_transient", "make_pool", "transaction"]
 
 SCHEMES = ("postgresql", "postgresql+psycopg")
 
-TRANSIENT = (psycopg.OperationalError, psycopg.errors.SerializationFailure,
-             psycopg.errors.DeadlockDetected)
+TRANSIENT = (
+    psycopg.OperationalError,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+)
 """Errors after which the same work may simply be tried again (on a fresh connection)."""
 
 
@@ -40,8 +43,10 @@ def _sqlalchemy_url(url: str) -> str:
     if parsed.get_backend_name() != "postgresql":
         raise ValueError(f"{url!r} is not a postgresql:// URL")
     if parsed.drivername not in SCHEMES:
-        raise ValueError(f"{url!r}: tasker-postgres needs the psycopg 3 driver "
-                         "(postgresql:// or postgresql+psycopg://)")
+        raise ValueError(
+            f"{url!r}: tasker-postgres needs the psycopg 3 driver "
+            "(postgresql:// or postgresql+psycopg://)"
+        )
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
@@ -76,6 +81,7 @@ def transaction(pool: Engine) -> Iterator[psycopg.Cursor[Any]]:
         except BaseException as exc:
             if raw.closed or isinstance(exc, psycopg.OperationalError):
                 conn.invalidate()
+                pool.dispose()  # the others are likely dead too (server restart): reconnect
             else:
                 raw.rollback()
             raise

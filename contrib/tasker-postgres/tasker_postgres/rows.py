@@ -6,6 +6,8 @@ The counter classes are what the task row keeps counts of (``satisfied``, ``in_f
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from tasker_core.models import Step, StepError, Task, Transition
@@ -16,6 +18,7 @@ __all__ = [
     "TASK_COLUMNS",
     "TRANSITION_COLUMNS",
     "counter_class",
+    "decode",
     "encode",
     "encode_error",
     "step_from_row",
@@ -39,17 +42,38 @@ SATISFIED = frozenset({"complete", "resolved_manually"})
 IN_FLIGHT = frozenset({"enqueued", "in_progress"})
 
 
+WRAP = "$tasker_json"
+"""Key of the envelope holding JSON text that JSONB cannot keep exactly (see :func:`encode`)."""
+_EXPONENT = re.compile(r"[0-9][eE][-+]?[0-9]")
+
+
 def encode(value: Any, where: str) -> str | None:
-    """JSONB text for a payload (None stays SQL NULL); TypeError naming ``where`` if not JSON."""
+    """JSONB text for a payload (None stays SQL NULL); TypeError naming ``where`` if not JSON.
+
+    JSONB refuses ``\\u0000`` in strings and keeps numbers as exact decimals (``1e300`` would
+    come back as a 301-digit integer). Payloads that may hold either (a cheap, conservative text
+    check), or that look like the envelope itself, are stored as ``{"$tasker_json": "<text>"}``
+    so that what is read back is exactly what was written.
+    """
     if value is None:
         return None
-    return dumps_json(value, where)
+    text = dumps_json(value, where)
+    if "\\u0000" in text or WRAP in text or _EXPONENT.search(text):
+        return json.dumps({WRAP: text}, separators=(",", ":"))
+    return text
+
+
+def decode(value: Any) -> Any:
+    """The payload :func:`encode` was given, from what JSONB returned."""
+    if type(value) is dict and len(value) == 1 and WRAP in value:
+        return json.loads(value[WRAP])
+    return value
 
 
 def encode_error(error: StepError | None) -> str | None:
     if error is None:
         return None
-    return dumps_json(
+    return encode(
         {"error_class": error.error_class, "message": error.message, "retryable": error.retryable},
         "error",
     )
@@ -58,6 +82,7 @@ def encode_error(error: StepError | None) -> str | None:
 def _error(data: Any) -> StepError | None:
     if data is None:
         return None
+    data = decode(data)
     return StepError(str(data["error_class"]), str(data["message"]), bool(data["retryable"]))
 
 
@@ -68,7 +93,7 @@ def task_from_row(row: Any) -> Task:
         name=row[2],
         version=row[3],
         state=row[4],
-        context=row[5],
+        context=decode(row[5]),
         created_at=row[6],
         updated_at=row[7],
         idempotency_key=row[8],
@@ -91,7 +116,7 @@ def step_from_row(row: Any) -> Step:
         next_retry_at=row[8],
         lease_owner=row[9],
         lease_expires_at=row[10],
-        results=row[11],
+        results=decode(row[11]),
         error=_error(row[12]),
         updated_at=row[13],
     )
@@ -105,7 +130,7 @@ def transition_from_row(row: Any) -> Transition:
         to_state=row[3],
         event=row[4],
         reason=row[5],
-        metadata=row[6],
+        metadata=decode(row[6]),
         created_at=row[7],
         sort_key=row[8],
         most_recent=row[9],

@@ -14,7 +14,6 @@ from typing import Any
 
 from attrs import frozen
 from psycopg import Connection
-
 from tasker_core.errors import TaskerError
 
 from tasker_postgres.schema_sql import FUNCTIONS, TABLES
@@ -33,8 +32,9 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "tasks, steps, transitions, queue; settle/claim/finalize functions",
-              TABLES + FUNCTIONS),
+    Migration(
+        1, "tasks, steps, transitions, queue; settle/claim/finalize functions", TABLES + FUNCTIONS
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -102,7 +102,8 @@ FUNCTIONS = r"""
 CREATE FUNCTION tasker_can_retry(s tasker_steps) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
     SELECT s.state = 'error' AND s.retryable AND s.next_retry_at IS NOT NULL
-        AND (s.error IS NULL OR coalesce((s.error->>'retryable')::boolean, true))
+        AND (s.error IS NULL OR coalesce((s.error->>'retryable')::boolean,
+            ((s.error->>'$tasker_json')::jsonb->>'retryable')::boolean, true))
         AND s.attempts < s.max_attempts
 $$;
 
@@ -154,6 +155,7 @@ BEGIN
     SELECT count(*) INTO n FROM u;
     IF n > 0 THEN
         UPDATE tasker_tasks SET in_flight = in_flight + n WHERE id = p_task;
+        PERFORM pg_notify('tasker_work', 'w');
     END IF;
     RETURN n;
 END $$;
@@ -190,6 +192,7 @@ BEGIN
     IF n > 0 THEN
         UPDATE tasker_tasks SET in_flight = in_flight + n, retrying = retrying - n
         WHERE id = p_task;
+        PERFORM pg_notify('tasker_work', 'w');
     END IF;
     RETURN n;
 END $$;
@@ -247,14 +250,16 @@ BEGIN
     END IF;
     SELECT state, total, satisfied, in_flight, retrying, failed INTO t
     FROM tasker_tasks WHERE id = p_task;
+    IF t.retrying > 0 AND NOT blocked THEN
+        SELECT min(next_retry_at) INTO nxt FROM tasker_steps s
+        WHERE s.task_id = p_task AND s.state = 'error' AND s.next_retry_at IS NOT NULL
+            AND tasker_can_retry(s);
+    END IF;
     IF t.satisfied = t.total THEN
         target := 'complete';
     ELSIF t.in_flight > 0 THEN
         target := 'in_progress';
-    ELSIF t.retrying > 0 AND NOT blocked THEN
-        SELECT min(next_retry_at) INTO nxt FROM tasker_steps s
-        WHERE s.task_id = p_task AND s.state = 'error' AND s.next_retry_at IS NOT NULL
-            AND tasker_can_retry(s);
+    ELSIF t.retrying > 0 AND NOT blocked AND nxt IS NOT NULL THEN
         target := 'pending';
     ELSE
         target := 'error';
@@ -276,7 +281,7 @@ BEGIN
         ELSE
             UPDATE tasker_tasks SET wake_at = nxt WHERE id = p_task;
         END IF;
-        PERFORM pg_notify('tasker_work', '');
+        PERFORM pg_notify('tasker_work', 't');
     END IF;
     UPDATE tasker_tasks SET dirty = false WHERE id = p_task AND dirty;
     RETURN target;
@@ -411,9 +416,6 @@ BEGIN
         detail := tasker_finalize(tk, p_now, p_stop);
         RETURN NEXT;
     END LOOP;
-    IF cardinality(settled) > 0 THEN
-        PERFORM pg_notify('tasker_work', '');
-    END IF;
     kind := 'claim'; detail := NULL;
     RETURN QUERY SELECT 'claim'::text, c.task_id, c.name, NULL::text, c.idx, c.handler,
         c.attempts, c.max_attempts, c.retryable, c.dependencies

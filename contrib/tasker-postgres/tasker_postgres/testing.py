@@ -9,6 +9,7 @@ cannot be made, so a test suite can skip with that reason (or fail, where Postgr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -183,10 +184,8 @@ class TempCluster:
     def stop(self) -> None:
         """Stop the server (immediately) and delete every file of the cluster."""
         if self._started:
-            try:
+            with contextlib.suppress(ClusterUnavailable):
                 self.pg_ctl("stop", "-m", "immediate")
-            except ClusterUnavailable:
-                pass
             self._started = False
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -201,3 +200,35 @@ class TempCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_TEMPLATE_DB = "tasker_template"
+
+
+def fresh_database(cluster: TempCluster, name: str) -> str:
+    """A new empty database on ``cluster`` with the schema applied; its URL.
+
+    Copies a migrated template database (made on first use), which is much faster than
+    migrating every test's database.
+    """
+    import psycopg
+
+    from tasker_postgres.schema import upgrade
+
+    admin = f"host=127.0.0.1 port={cluster.port} user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (_TEMPLATE_DB,)
+        ).fetchone()
+        if exists is None:
+            conn.execute(f'CREATE DATABASE "{_TEMPLATE_DB}"')
+            template = f"host=127.0.0.1 port={cluster.port} user=postgres dbname={_TEMPLATE_DB}"
+            with psycopg.connect(template) as tconn:
+                upgrade(tconn, _TEMPLATE_DB)
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_TEMPLATE_DB}"')
+    return f"postgresql+psycopg://postgres@127.0.0.1:{cluster.port}/{name}"
+
+
+def require_postgres() -> bool:
+    """True where Postgres tests must run (``TASKER_REQUIRE_POSTGRES=1``, e.g. CI)."""
+    return os.environ.get("TASKER_REQUIRE_POSTGRES", "").strip() == "1"

@@ -39,6 +39,9 @@ pub(crate) fn to_u32(n: usize) -> u32 {
     u32::try_from(n).expect("graphs are limited to u32::MAX steps and edges")
 }
 
+/// Rows shorter than this are searched for repeats; longer ones use per-step markers.
+const SHORT_ROW: usize = 16;
+
 /// Collects each step's dependencies, in step order, then validates them into a [`Dag`].
 ///
 /// Call [`depend`](Self::depend) for each dependency of the current step and
@@ -50,8 +53,8 @@ pub struct DagBuilder {
     /// Row starts of the dependencies in listed order (repeats dropped); grows by one per step.
     offsets: Vec<u32>,
     targets: Vec<u32>,
-    /// `last_seen[p] == step + 1` when the current step already listed `p`: drops repeats
-    /// without a set per step.
+    /// For long rows only (allocated on the first): `last_seen[p] == step + 1` when the current
+    /// step already listed `p`. Short rows are searched instead, sparing a per-step array.
     last_seen: Vec<u32>,
     first_self: Option<usize>,
     /// Every edge so far goes from a lower index to a higher one.
@@ -70,7 +73,7 @@ impl DagBuilder {
             steps,
             offsets,
             targets: Vec::with_capacity(edges),
-            last_seen: vec![0; steps],
+            last_seen: Vec::new(),
             first_self: None,
             forward: true,
         })
@@ -86,15 +89,42 @@ impl DagBuilder {
     pub fn depend(&mut self, parent: u32) {
         let step = self.current_step();
         assert!(step < self.steps, "every step has already been ended");
-        let marker = (step + 1) as u32;
-        let seen = &mut self.last_seen[parent as usize];
+        assert!(
+            (parent as usize) < self.steps,
+            "step {parent} is out of range"
+        );
         if parent as usize == step {
             self.first_self.get_or_insert(step);
-        } else if *seen != marker {
-            *seen = marker;
+            return;
+        }
+        let start = self.offsets[step] as usize;
+        let repeated = if self.targets.len() - start < SHORT_ROW {
+            self.targets[start..].contains(&parent)
+        } else {
+            self.seen_in_long_row(start, parent)
+        };
+        if !repeated {
             self.forward &= (parent as usize) < step;
             self.targets.push(parent);
         }
+    }
+
+    /// Whether the current (long) row, starting at `start`, already lists `parent`; marks it.
+    fn seen_in_long_row(&mut self, start: usize, parent: u32) -> bool {
+        if self.last_seen.is_empty() {
+            self.last_seen = vec![0; self.steps];
+        }
+        let marker = (self.current_step() + 1) as u32;
+        if self.targets.len() - start == SHORT_ROW {
+            // The row just got long: mark what it listed while short (again if need be).
+            for &p in &self.targets[start..] {
+                self.last_seen[p as usize] = marker;
+            }
+        }
+        let seen = &mut self.last_seen[parent as usize];
+        let repeated = *seen == marker;
+        *seen = marker;
+        repeated
     }
 
     /// The current step's dependencies are all listed; the next ones belong to the next step.
@@ -137,11 +167,9 @@ impl DagBuilder {
         };
         let (parent_offsets, mut parents) = (self.offsets, self.targets);
         for step in 0..n {
-            let row =
-                &mut parents[parent_offsets[step] as usize..parent_offsets[step + 1] as usize];
-            if row.len() > 1 {
-                row.sort_unstable();
-            }
+            sort_row(
+                &mut parents[parent_offsets[step] as usize..parent_offsets[step + 1] as usize],
+            );
         }
         Ok(Dag {
             parent_offsets,
@@ -246,6 +274,31 @@ impl Dag {
 
     pub(crate) fn parent_count(&self, step: usize) -> u32 {
         self.parent_offsets[step + 1] - self.parent_offsets[step]
+    }
+}
+
+/// Sort one row of parents; the short rows most steps have are sorted inline, without a call.
+#[inline]
+fn sort_row(row: &mut [u32]) {
+    match row {
+        [] | [_] => {}
+        [a, b] => {
+            if *a > *b {
+                std::mem::swap(a, b);
+            }
+        }
+        [a, b, c] => {
+            if *a > *b {
+                std::mem::swap(a, b);
+            }
+            if *b > *c {
+                std::mem::swap(b, c);
+            }
+            if *a > *b {
+                std::mem::swap(a, b);
+            }
+        }
+        _ => row.sort_unstable(),
     }
 }
 
@@ -380,6 +433,42 @@ mod tests {
         // One backward edge: Kahn, smallest ready first.
         let dag = build(&[&[2], &[], &[1]]).unwrap();
         assert_eq!(dag.topological_order(), &[1, 2, 0]);
+    }
+
+    #[test]
+    fn rows_of_every_short_length_come_out_sorted() {
+        let mut rows: Vec<Vec<u32>> =
+            vec![vec![], vec![1], vec![2, 1], vec![1, 2], vec![4, 1, 3, 2]];
+        for a in 1..=3 {
+            for b in 1..=3 {
+                for c in 1..=3 {
+                    rows.push(vec![a, b, c]);
+                }
+            }
+        }
+        for row in rows {
+            let mut sorted = row.clone();
+            sort_row(&mut sorted);
+            let mut want = row.clone();
+            want.sort_unstable();
+            assert_eq!(sorted, want, "{row:?}");
+        }
+    }
+
+    #[test]
+    fn repeats_are_dropped_in_short_and_long_rows() {
+        let long: Vec<u32> = (0..40).chain(0..40).chain([39, 3, 17]).collect();
+        let short: &[u32] = &[3, 1, 3, 1, 2];
+        let mut deps: Vec<&[u32]> = vec![&[]; 40];
+        deps.push(&long);
+        deps.push(short);
+        let dag = build(&deps).unwrap();
+        assert_eq!(
+            dag.parents(40).unwrap(),
+            (0..40).collect::<Vec<u32>>().as_slice()
+        );
+        assert_eq!(dag.parents(41).unwrap(), &[1, 2, 3]);
+        assert_eq!(dag.edge_count(), 43);
     }
 
     #[test]

@@ -7,18 +7,28 @@ use std::sync::{Arc, OnceLock};
 use pyo3::exceptions::{PyIndexError, PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PySequence, PyString, PyTuple};
-use pyo3::Borrowed;
 use rustc_hash::FxBuildHasher;
 
 use tasker_dag::{Dag, DagBuilder, DagError, GraphError};
 
 use crate::columns::{Columns, SolveError};
 use crate::errors;
-use crate::names::NameTable;
+use crate::names::{name_hash, NameTable};
+use crate::scratch::{Lease, Scratch};
 
 fn step_index(step: i64) -> PyResult<usize> {
     usize::try_from(step)
         .map_err(|_| PyIndexError::new_err(format!("step index {step} is negative")))
+}
+
+/// `item` as a str: the exact type by a pointer comparison (no call into Python), a subclass
+/// by the full check.
+#[inline]
+fn into_str(item: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyString>> {
+    match item.cast_into_exact::<PyString>() {
+        Ok(name) => Ok(name),
+        Err(err) => Ok(err.into_inner().cast_into::<PyString>()?),
+    }
 }
 
 fn not_a_sequence(seq: &Bound<'_, PyAny>, what: impl FnOnce() -> String) -> PyErr {
@@ -58,18 +68,18 @@ fn as_tuple<'py>(
 fn for_each_item<'py>(
     seq: &Bound<'py, PyAny>,
     what: impl FnOnce() -> String,
-    mut each: impl FnMut(&Bound<'py, PyAny>) -> PyResult<()>,
+    mut each: impl FnMut(Bound<'py, PyAny>) -> PyResult<()>,
 ) -> PyResult<()> {
-    if let Ok(list) = seq.cast::<PyList>() {
+    if let Ok(list) = seq.cast_exact::<PyList>().or_else(|_| seq.cast::<PyList>()) {
         // Nothing here runs Python code, so the list cannot change under the loop.
         for i in 0..list.len() {
-            each(&list.get_item(i)?)?;
+            each(list.get_item(i)?)?;
         }
         return Ok(());
     }
     let tuple = as_tuple(seq, what)?;
     for i in 0..tuple.len() {
-        each(&*tuple.get_borrowed_item(i)?)?;
+        each(tuple.get_borrowed_item(i)?.to_owned())?;
     }
     Ok(())
 }
@@ -93,10 +103,7 @@ impl WorkflowGraph {
     #[new]
     fn new(names: &Bound<'_, PyAny>, dependencies: &Bound<'_, PyAny>) -> PyResult<Self> {
         let names = as_tuple(names, || "names".to_owned())?;
-        let steps = (0..names.len())
-            .map(|i| Ok(names.get_borrowed_item(i)?.cast::<PyString>()?))
-            .collect::<PyResult<Vec<_>>>()?;
-        let dag = build_dag(&steps, dependencies)?;
+        let dag = build_dag(&names, dependencies)?;
         Ok(WorkflowGraph {
             dag: Arc::new(dag),
             names: names.unbind(),
@@ -109,8 +116,8 @@ impl WorkflowGraph {
     }
 
     #[getter]
-    fn names<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        Ok(self.names.bind(py).to_list())
+    fn names<'py>(&self, py: Python<'py>) -> Bound<'py, PyList> {
+        self.names.bind(py).to_list()
     }
 
     #[getter]
@@ -226,56 +233,76 @@ fn as_u32(i: usize) -> u32 {
     u32::try_from(i).expect("graphs hold at most u32::MAX steps")
 }
 
-/// Resolve every dependency name against `steps` (a [`NameTable`]: Python's cached hashes,
-/// identity before text) and validate. Every dependency is converted before any validation
-/// error is raised, so a type error anywhere wins, as when the arguments were converted up front.
-fn build_dag(
-    steps: &[Borrowed<'_, '_, PyString>],
-    dependencies: &Bound<'_, PyAny>,
-) -> PyResult<Dag> {
-    let n = steps.len();
-    let (index, duplicate) = NameTable::new(steps)?;
-    let listed = dependencies.len().unwrap_or(0);
-    let resolve = listed == n;
-    let mut builder = DagBuilder::new(n, 2 * n).map_err(errors::graph)?;
-    let mut unknown: Option<(usize, String)> = None;
-    let mut step = 0;
+/// Resolve every dependency name against the names (a [`NameTable`]: Python's cached hashes,
+/// identity before text) and validate.
+///
+/// The first pass reads the Python objects: every dependency is converted and hashed, so a type
+/// error anywhere wins, as when the arguments were converted up front. The second resolves them
+/// in a tight loop (independent probes, whose cache misses the processor overlaps).
+fn build_dag(names: &Bound<'_, PyTuple>, dependencies: &Bound<'_, PyAny>) -> PyResult<Dag> {
+    let n = names.len();
+    let mut scratch = Lease::take();
+    let Scratch {
+        slots,
+        entries,
+        deps,
+        row_ends,
+    } = &mut *scratch;
+    let (index, duplicate) = NameTable::new(names, slots, entries)?;
+    deps.clear();
+    row_ends.clear();
     for_each_item(
         dependencies,
         || "dependencies".to_owned(),
-        |deps| {
-            let this = step;
-            step += 1;
+        |row| {
+            let step = row_ends.len();
             for_each_item(
-                deps,
-                || format!("dependencies of step {this}"),
+                &row,
+                || format!("dependencies of step {step}"),
                 |dep| {
-                    let dep = dep.cast::<PyString>()?;
-                    if resolve && this < n && unknown.is_none() {
-                        match index.get(dep)? {
-                            Some(parent) => builder.depend(parent),
-                            None => unknown = Some((this, dep.to_str()?.to_owned())),
-                        }
-                    } else {
-                        // Not resolved, but converted, so every bad name fails as it always did.
-                        dep.to_str()?;
-                    }
+                    let dep = into_str(dep)?;
+                    deps.push((name_hash(&dep)?, dep.unbind()));
                     Ok(())
                 },
             )?;
-            if resolve && this < n {
-                builder.end_step();
-            }
+            row_ends.push(deps.len());
             Ok(())
         },
     )?;
-    let name = |i: usize| -> PyResult<String> { Ok(steps[i].to_str()?.to_owned()) };
-    if !resolve || step != n {
+    let name = |i: usize| -> PyResult<String> {
+        Ok(names
+            .get_borrowed_item(i)?
+            .cast::<PyString>()?
+            .to_str()?
+            .to_owned())
+    };
+    if row_ends.len() != n {
         let err = GraphError::LengthMismatch {
             names: n,
-            dependencies: step,
+            dependencies: row_ends.len(),
         };
         return Err(PyValueError::new_err(err.to_string()));
+    }
+    let py = names.py();
+    let mut builder = DagBuilder::new(n, deps.len()).map_err(errors::graph)?;
+    let mut unknown: Option<(usize, String)> = None;
+    let mut start = 0;
+    for (step, &end) in row_ends.iter().enumerate() {
+        for (hash, dep) in &deps[start..end] {
+            let dep = dep.bind(py);
+            match index.get(*hash, dep)? {
+                Some(parent) => builder.depend(parent),
+                None => {
+                    unknown = Some((step, dep.to_str()?.to_owned()));
+                    break;
+                }
+            }
+        }
+        if unknown.is_some() {
+            break;
+        }
+        builder.end_step();
+        start = end;
     }
     if let Some(i) = duplicate {
         return Err(errors::DuplicateStepError::new_err((name(i)?,)));

@@ -8,6 +8,7 @@ mod errors;
 mod fsm;
 mod graph;
 mod names;
+mod scratch;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;

@@ -1,9 +1,9 @@
 //! Step names resolved through the hashes CPython caches in its str objects, and object
 //! identity: a dependency that is the very object naming a step (the usual case) is found
-//! without hashing or even reading its text.
+//! without hashing or comparing its text.
 
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyString, PyTuple};
 use pyo3::Borrowed;
 
 /// Python's str hash: equal texts hash alike, so it can stand for a hash of the text.
@@ -17,45 +17,72 @@ fn str_hash(name: &Bound<'_, PyString>) -> PyResult<u64> {
     Ok(u64::from_ne_bytes(hash.to_ne_bytes()))
 }
 
-/// Step names to positions, borrowing the Python strings for as long as it lives.
+/// The hash [`NameTable::get`] wants for `name`; also checks that it is valid UTF-8 (a lone
+/// surrogate fails), as every name must be.
+#[inline]
+pub(crate) fn name_hash(name: &Bound<'_, PyString>) -> PyResult<u64> {
+    name.to_str()?;
+    str_hash(name)
+}
+
+/// Step names to positions, borrowing the names tuple for as long as it lives.
 ///
 /// Open addressing with linear probing over a power-of-two array of `u32` (0: empty, else
-/// position + 1) at most half full: 1 MiB for 100k steps, so it stays in cache, where a map of
-/// keys would not. The names' hashes sit in a column by position, read near the step being
-/// resolved, since dependencies mostly name nearby steps.
+/// position + 1) at most half full (1 MiB for 100k steps), beside each step's
+/// `(hash, object address)`; addresses are compared, never dereferenced.
 pub(crate) struct NameTable<'a, 'py> {
-    steps: &'a [Borrowed<'a, 'py, PyString>],
-    slots: Vec<u32>,
+    names: &'a Bound<'py, PyTuple>,
     mask: usize,
-    hashes: Vec<u64>,
+    slots: &'a mut Vec<u32>,
+    entries: &'a mut Vec<(u64, usize)>,
+}
+
+/// Where a probe ended: at the step of that name, or at the empty slot it would take.
+enum Probe {
+    Found(u32),
+    Vacant(usize),
 }
 
 impl<'a, 'py> NameTable<'a, 'py> {
-    /// Index `steps` by position; also the position of the first name that repeats an earlier
-    /// one (the earlier position keeps the name). Conversion errors (a lone surrogate) propagate.
-    pub(crate) fn new(steps: &'a [Borrowed<'a, 'py, PyString>]) -> PyResult<(Self, Option<usize>)> {
-        let n = steps.len();
+    /// Index the str items of `names` by position; also the position of the first name that
+    /// repeats an earlier one (the earlier position keeps the name). A non-str item (TypeError)
+    /// or one that is not valid UTF-8 fails.
+    pub(crate) fn new(
+        names: &'a Bound<'py, PyTuple>,
+        slots: &'a mut Vec<u32>,
+        entries: &'a mut Vec<(u64, usize)>,
+    ) -> PyResult<(Self, Option<usize>)> {
+        let n = names.len();
+        entries.clear();
+        entries.reserve(n);
+        for i in 0..n {
+            let item = names.get_borrowed_item(i)?;
+            let name = match item.cast_exact::<PyString>() {
+                Ok(name) => name,
+                Err(_) => item.cast::<PyString>()?,
+            };
+            entries.push((name_hash(&name)?, name.as_ptr() as usize));
+        }
         let size = (2 * n).max(8).next_power_of_two();
-        let mut table = NameTable {
-            steps,
-            slots: vec![0; size],
+        slots.clear();
+        slots.resize(size, 0);
+        let table = NameTable {
+            names,
             mask: size - 1,
-            hashes: Vec::with_capacity(n),
+            slots,
+            entries,
         };
+        // Inserted apart from the pass over the Python objects: a tight loop of independent
+        // probes, whose cache misses the processor overlaps.
         let mut duplicate = None;
-        for (i, step) in steps.iter().enumerate() {
-            let hash = str_hash(step)?;
-            // Converted here so that a name that is not valid UTF-8 fails the build.
-            step.to_str()?;
-            table.hashes.push(hash);
-            match table.find(hash, step)? {
-                Some(_) => {
+        for i in 0..n {
+            let (hash, object) = table.entries[i];
+            match table.probe(hash, object, || table.name(i))? {
+                Probe::Found(_) => {
                     duplicate.get_or_insert(i);
                 }
-                None => {
-                    let free = table.probe(hash).find(|&slot| table.slots[slot] == 0);
-                    let free = free.expect("the table is never more than half full");
-                    table.slots[free] =
+                Probe::Vacant(slot) => {
+                    table.slots[slot] =
                         u32::try_from(i + 1).expect("graphs hold at most u32::MAX steps");
                 }
             }
@@ -63,43 +90,54 @@ impl<'a, 'py> NameTable<'a, 'py> {
         Ok((table, duplicate))
     }
 
-    /// Slots from `hash`'s home slot on, wrapping around once.
-    #[inline]
-    fn probe(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
-        let start = hash as usize & self.mask;
-        (0..self.slots.len()).map(move |k| (start + k) & self.mask)
+    /// Step `step`'s name (a str, checked when the table was built).
+    fn name(&self, step: usize) -> PyResult<Borrowed<'a, 'py, PyString>> {
+        Ok(self.names.get_borrowed_item(step)?.cast::<PyString>()?)
     }
 
-    /// The step named by `name`: the same object, else the same text (read only then).
+    /// Probe from `hash`'s home slot for the name `object`: the same object, else the same
+    /// text (`name` read only then). The table is at most half full, so an empty slot always
+    /// ends the probe.
     #[inline]
-    fn find(&self, hash: u64, name: &Bound<'_, PyString>) -> PyResult<Option<u32>> {
-        let object = name.as_ptr();
-        let mut text: Option<&str> = None;
-        for slot in self.probe(hash) {
+    fn probe<'b>(
+        &self,
+        hash: u64,
+        object: usize,
+        name: impl FnOnce() -> PyResult<Borrowed<'b, 'py, PyString>>,
+    ) -> PyResult<Probe> {
+        let mut name = Some(name);
+        let mut held: Option<Borrowed<'b, 'py, PyString>> = None;
+        let mut slot = hash as usize & self.mask;
+        loop {
             let occupant = match self.slots[slot] {
-                0 => return Ok(None),
+                0 => return Ok(Probe::Vacant(slot)),
                 step => step - 1,
             };
-            let step = &self.steps[occupant as usize];
-            if step.as_ptr() == object {
-                return Ok(Some(occupant));
+            let (step_hash, step_object) = self.entries[occupant as usize];
+            if step_object == object {
+                return Ok(Probe::Found(occupant));
             }
-            if self.hashes[occupant as usize] == hash {
-                let wanted = match text {
-                    Some(wanted) => wanted,
-                    None => *text.insert(name.to_str()?),
-                };
-                if step.to_str()? == wanted {
-                    return Ok(Some(occupant));
+            if step_hash == hash {
+                if let Some(read) = name.take() {
+                    held = Some(read()?);
+                }
+                let wanted = held.as_ref().map(|name| name.to_str()).transpose()?;
+                if wanted == Some(self.name(occupant as usize)?.to_str()?) {
+                    return Ok(Probe::Found(occupant));
                 }
             }
+            slot = (slot + 1) & self.mask;
         }
-        Ok(None)
     }
 
-    /// The position of the step called `name`: the same object, else the same text.
+    /// The position of the step called `name`, whose [`name_hash`] is `hash`.
     #[inline]
-    pub(crate) fn get(&self, name: &Bound<'_, PyString>) -> PyResult<Option<u32>> {
-        self.find(str_hash(name)?, name)
+    pub(crate) fn get(&self, hash: u64, name: &Bound<'py, PyString>) -> PyResult<Option<u32>> {
+        Ok(
+            match self.probe(hash, name.as_ptr() as usize, || Ok(name.as_borrowed()))? {
+                Probe::Found(step) => Some(step),
+                Probe::Vacant(_) => None,
+            },
+        )
     }
 }
