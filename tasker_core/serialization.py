@@ -132,12 +132,20 @@ def _copy(value: Any, active: set[int]) -> Any:
     return _copy(dict(value) if isinstance(value, dict) else list(value), active)
 
 
+_FLAT = frozenset({str, int, float, bool, type(None)})
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+"""One encoder for the process: json.dumps with non-default options builds a new one per call."""
+
+
 def copy_json(value: Any, where: str = "value") -> Any:
     """A deep copy of a plain-JSON value, equal to what a JSON round trip would return.
 
     Tuples become lists and str/int/float subclasses their base type; TypeError as
     :func:`check_json` for anything that is not plain JSON. Cheaper than dumps + loads.
     """
+    if type(value) is dict and all(type(k) is str and type(v) in _FLAT for k, v in value.items()):
+        if all(math.isfinite(v) for v in value.values() if type(v) is float):
+            return dict(value)  # flat and plain: a shallow copy is a deep one
     try:
         return _copy(value, set())
     except _NotJSON as exc:
@@ -159,9 +167,6 @@ def check_json(value: Any, where: str = "value") -> Any:
     return value
 
 
-_FLAT = frozenset({str, int, float, bool, type(None)})
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-"""One encoder for the process: json.dumps with non-default options builds a new one per call."""
 
 
 def dumps_json(value: Any, where: str = "value") -> str:

@@ -46,9 +46,7 @@ _TASK_FIELDS = tuple(a.name for a in attrs.fields(Task))
 
 def _with(record: _R, names: tuple[str, ...], updates: dict[str, Any]) -> _R:
     """``record`` with ``updates`` applied (attrs.evolve without its per-call introspection)."""
-    values = {name: getattr(record, name) for name in names}
-    values.update(updates)
-    return type(record)(**values)
+    return type(record)(*[updates[n] if n in updates else getattr(record, n) for n in names])
 
 
 class MemoryStore:
