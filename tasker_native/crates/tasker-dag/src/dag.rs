@@ -277,29 +277,26 @@ impl Dag {
     }
 }
 
-/// Sort one row of parents; the short rows most steps have are sorted inline, without a call.
+/// Sort one row of parents; the short rows most steps have go through a branch-free sorting
+/// network (their order is random, so compare-and-branch would mispredict half the time).
 #[inline]
 fn sort_row(row: &mut [u32]) {
     match row {
         [] | [_] => {}
-        [a, b] => {
-            if *a > *b {
-                std::mem::swap(a, b);
-            }
-        }
+        [a, b] => (*a, *b) = ordered(*a, *b),
         [a, b, c] => {
-            if *a > *b {
-                std::mem::swap(a, b);
-            }
-            if *b > *c {
-                std::mem::swap(b, c);
-            }
-            if *a > *b {
-                std::mem::swap(a, b);
-            }
+            let (x, y) = ordered(*a, *b);
+            let (y, z) = ordered(y, *c);
+            let (x, y) = ordered(x, y);
+            (*a, *b, *c) = (x, y, z);
         }
         _ => row.sort_unstable(),
     }
+}
+
+#[inline]
+fn ordered(a: u32, b: u32) -> (u32, u32) {
+    (a.min(b), a.max(b))
 }
 
 /// Children CSR from parents CSR (rows in any order); rows come out ascending because steps are

@@ -13,7 +13,7 @@ use tasker_dag::{Dag, DagBuilder, DagError, GraphError};
 
 use crate::columns::{Columns, SolveError};
 use crate::errors;
-use crate::names::{name_hash, NameTable};
+use crate::names::{str_hash, NameTable};
 use crate::scratch::{Lease, Scratch};
 
 fn step_index(step: i64) -> PyResult<usize> {
@@ -229,6 +229,14 @@ impl WorkflowGraph {
     }
 }
 
+/// Check that every dependency converts to UTF-8 (the first that does not raises).
+fn check_text(py: Python<'_>, deps: &[(u64, Py<PyString>)]) -> PyResult<()> {
+    for (_, dep) in deps {
+        dep.bind(py).to_str()?;
+    }
+    Ok(())
+}
+
 fn as_u32(i: usize) -> u32 {
     u32::try_from(i).expect("graphs hold at most u32::MAX steps")
 }
@@ -236,10 +244,14 @@ fn as_u32(i: usize) -> u32 {
 /// Resolve every dependency name against the names (a [`NameTable`]: Python's cached hashes,
 /// identity before text) and validate.
 ///
-/// The first pass reads the Python objects: every dependency is converted and hashed, so a type
-/// error anywhere wins, as when the arguments were converted up front. The second resolves them
-/// in a tight loop (independent probes, whose cache misses the processor overlaps).
+/// The first pass reads the Python objects (converted and hashed); the second resolves them in
+/// a tight loop (independent probes, whose cache misses the processor overlaps). A dependency
+/// that is a name object is valid UTF-8 already; any other is checked in the second pass, and
+/// on every early exit the dependencies before it are checked first, so the first conversion
+/// error by position wins, before any validation error, as when the arguments were converted
+/// up front.
 fn build_dag(names: &Bound<'_, PyTuple>, dependencies: &Bound<'_, PyAny>) -> PyResult<Dag> {
+    let py = names.py();
     let n = names.len();
     let mut scratch = Lease::take();
     let Scratch {
@@ -251,7 +263,7 @@ fn build_dag(names: &Bound<'_, PyTuple>, dependencies: &Bound<'_, PyAny>) -> PyR
     let (index, duplicate) = NameTable::new(names, slots, entries)?;
     deps.clear();
     row_ends.clear();
-    for_each_item(
+    let read = for_each_item(
         dependencies,
         || "dependencies".to_owned(),
         |row| {
@@ -261,14 +273,18 @@ fn build_dag(names: &Bound<'_, PyTuple>, dependencies: &Bound<'_, PyAny>) -> PyR
                 || format!("dependencies of step {step}"),
                 |dep| {
                     let dep = into_str(dep)?;
-                    deps.push((name_hash(&dep)?, dep.unbind()));
+                    deps.push((str_hash(&dep)?, dep.unbind()));
                     Ok(())
                 },
             )?;
             row_ends.push(deps.len());
             Ok(())
         },
-    )?;
+    );
+    if let Err(err) = read {
+        check_text(py, deps)?;
+        return Err(err);
+    }
     let name = |i: usize| -> PyResult<String> {
         Ok(names
             .get_borrowed_item(i)?
@@ -277,32 +293,41 @@ fn build_dag(names: &Bound<'_, PyTuple>, dependencies: &Bound<'_, PyAny>) -> PyR
             .to_owned())
     };
     if row_ends.len() != n {
+        check_text(py, deps)?;
         let err = GraphError::LengthMismatch {
             names: n,
             dependencies: row_ends.len(),
         };
         return Err(PyValueError::new_err(err.to_string()));
     }
-    let py = names.py();
     let mut builder = DagBuilder::new(n, deps.len()).map_err(errors::graph)?;
     let mut unknown: Option<(usize, String)> = None;
-    let mut start = 0;
-    for (step, &end) in row_ends.iter().enumerate() {
-        for (hash, dep) in &deps[start..end] {
-            let dep = dep.bind(py);
-            match index.get(*hash, dep)? {
-                Some(parent) => builder.depend(parent),
-                None => {
-                    unknown = Some((step, dep.to_str()?.to_owned()));
-                    break;
-                }
+    let mut step = 0;
+    for (k, (hash, dep)) in deps.iter().enumerate() {
+        // End the rows that end here (a row without dependencies ends where it starts).
+        while row_ends[step] == k {
+            builder.end_step();
+            step += 1;
+        }
+        let dep = dep.bind(py);
+        let found = index.get(*hash, dep)?;
+        if !found.is_some_and(|parent| index.is_name(parent, dep)) {
+            dep.to_str()?;
+        }
+        match found {
+            Some(parent) => builder.depend(parent),
+            None => {
+                unknown = Some((step, dep.to_str()?.to_owned()));
+                check_text(py, &deps[k + 1..])?;
+                break;
             }
         }
-        if unknown.is_some() {
-            break;
+    }
+    if unknown.is_none() {
+        while step < n {
+            builder.end_step();
+            step += 1;
         }
-        builder.end_step();
-        start = end;
     }
     if let Some(i) = duplicate {
         return Err(errors::DuplicateStepError::new_err((name(i)?,)));

@@ -7,7 +7,8 @@ use pyo3::types::{PyString, PyTuple};
 use pyo3::Borrowed;
 
 /// Python's str hash: equal texts hash alike, so it can stand for a hash of the text.
-fn str_hash(name: &Bound<'_, PyString>) -> PyResult<u64> {
+/// (A subclass instance is converted here, so a lone surrogate in one fails already.)
+pub(crate) fn str_hash(name: &Bound<'_, PyString>) -> PyResult<u64> {
     let hash = if name.is_exact_instance_of::<PyString>() {
         name.hash()?
     } else {
@@ -17,10 +18,10 @@ fn str_hash(name: &Bound<'_, PyString>) -> PyResult<u64> {
     Ok(u64::from_ne_bytes(hash.to_ne_bytes()))
 }
 
-/// The hash [`NameTable::get`] wants for `name`; also checks that it is valid UTF-8 (a lone
+/// The hash [`NameTable`] wants for `name`; also checks that it is valid UTF-8 (a lone
 /// surrogate fails), as every name must be.
 #[inline]
-pub(crate) fn name_hash(name: &Bound<'_, PyString>) -> PyResult<u64> {
+fn name_hash(name: &Bound<'_, PyString>) -> PyResult<u64> {
     name.to_str()?;
     str_hash(name)
 }
@@ -130,7 +131,13 @@ impl<'a, 'py> NameTable<'a, 'py> {
         }
     }
 
-    /// The position of the step called `name`, whose [`name_hash`] is `hash`.
+    /// Whether `name` is the very object that names step `step`.
+    #[inline]
+    pub(crate) fn is_name(&self, step: u32, name: &Bound<'_, PyString>) -> bool {
+        self.entries[step as usize].1 == name.as_ptr() as usize
+    }
+
+    /// The position of the step called `name`, whose [`str_hash`] is `hash`.
     #[inline]
     pub(crate) fn get(&self, hash: u64, name: &Bound<'py, PyString>) -> PyResult<Option<u32>> {
         Ok(
