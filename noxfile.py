@@ -34,7 +34,7 @@ def lint(session: nox.Session) -> None:
     """ruff over everything Python; rustfmt and clippy over the native crates."""
     session.run("ruff", "check", ".", external=True)
     session.run("ruff", "format", "--check", ".", external=True)
-    session.run("cargo", "fmt", "--check", "--manifest-path", CARGO_MANIFEST, external=True)
+    session.run("cargo", "fmt", "--all", "--check", "--manifest-path", CARGO_MANIFEST, external=True)
     session.run(
         "cargo",
         "clippy",
@@ -61,7 +61,7 @@ def typing(session: nox.Session) -> None:
 @nox.session
 def rust(session: nox.Session) -> None:
     """The native crates alone: fmt, clippy, cargo test."""
-    session.run("cargo", "fmt", "--check", "--manifest-path", CARGO_MANIFEST, external=True)
+    session.run("cargo", "fmt", "--all", "--check", "--manifest-path", CARGO_MANIFEST, external=True)
     session.run("cargo", "test", "--manifest-path", CARGO_MANIFEST, external=True)
 
 

@@ -30,7 +30,7 @@ CREATE TABLE tasker_tasks (
     in_flight integer NOT NULL DEFAULT 0,
     retrying integer NOT NULL DEFAULT 0,
     failed integer NOT NULL DEFAULT 0
-);
+) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX tasker_tasks_created ON tasker_tasks (created_at DESC, id DESC);
 CREATE INDEX tasker_tasks_state_created ON tasker_tasks (state, created_at DESC, id DESC);
 CREATE INDEX tasker_tasks_due ON tasker_tasks ((coalesce(wake_at, 0))) WHERE state = 'pending';
@@ -57,8 +57,11 @@ CREATE TABLE tasker_steps (
     remaining_parents integer,
     visible_at double precision,
     PRIMARY KEY (task_id, idx),
-    UNIQUE (task_id, name)
-);
+    -- (name, task_id), not (task_id, name): then the primary key is the only index that serves
+    -- "task_id = ..." lookups, and a plan cached while the table was small cannot pick this
+    -- one with a filter on idx (which turns a one-row lookup into a scan of the whole task).
+    UNIQUE (name, task_id)
+) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX tasker_steps_claim ON tasker_steps (visible_at) WHERE state = 'enqueued';
 CREATE INDEX tasker_steps_ready ON tasker_steps (task_id)
     WHERE state = 'pending' AND remaining_parents = 0;
@@ -79,7 +82,7 @@ CREATE TABLE tasker_transitions (
     metadata jsonb NOT NULL,
     created_at double precision NOT NULL,
     most_recent boolean NOT NULL
-);
+) WITH (autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX tasker_transitions_task ON tasker_transitions (task_id, id);
 
 CREATE SEQUENCE tasker_queue_token_seq;
@@ -131,10 +134,10 @@ DECLARE
     n integer;
 BEGIN
     WITH r AS (
-        SELECT idx, last_transition_id AS prev FROM tasker_steps
-        WHERE task_id = p_task AND idx = ANY (p_idx) AND state = 'pending'
-            AND remaining_parents = 0
-        FOR UPDATE
+        SELECT s.idx, s.last_transition_id AS prev
+        FROM unnest(p_idx) AS k(i) JOIN tasker_steps s ON s.task_id = p_task AND s.idx = k.i
+        WHERE s.state = 'pending' AND s.remaining_parents = 0
+        FOR UPDATE OF s
     ), u AS (
         UPDATE tasker_steps s
         SET state = 'enqueued', visible_at = p_now, updated_at = p_now,
@@ -328,8 +331,10 @@ BEGIN
         FROM u ORDER BY u.last_transition_id
     )
     SELECT u.task_id, u.name, u.idx, u.handler, u.attempts, u.max_attempts, u.retryable,
-        coalesce((SELECT jsonb_object_agg(p.name, p.results) FROM tasker_steps p
-                  WHERE p.task_id = u.task_id AND p.idx = ANY (u.parents)), '{}'::jsonb)
+        CASE WHEN coalesce(cardinality(u.parents), 0) = 0 THEN '{}'::jsonb
+             ELSE (SELECT jsonb_object_agg(p.name, p.results)
+                   FROM unnest(u.parents) AS k(i)
+                   JOIN tasker_steps p ON p.task_id = u.task_id AND p.idx = k.i) END
     FROM u;
 END $$;
 
@@ -386,7 +391,8 @@ BEGIN
             IF s.children IS NOT NULL AND cardinality(s.children) > 0 THEN
                 WITH d AS (
                     UPDATE tasker_steps st SET remaining_parents = st.remaining_parents - 1
-                    WHERE st.task_id = s.task_id AND st.idx = ANY (s.children)
+                    FROM unnest(s.children) AS k(i)
+                    WHERE st.task_id = s.task_id AND st.idx = k.i
                     RETURNING st.idx, st.state, st.remaining_parents
                 )
                 SELECT array_agg(d.idx) INTO ready FROM d
@@ -431,9 +437,9 @@ BEGIN
         children = ARRAY(SELECT jsonb_array_elements_text(p_graph -> s.idx -> 1)::integer)
     WHERE s.task_id = p_task;
     UPDATE tasker_steps s SET remaining_parents = (
-        SELECT count(*) FROM tasker_steps p
-        WHERE p.task_id = p_task AND p.idx = ANY (s.parents)
-            AND p.state NOT IN ('complete', 'resolved_manually'))
+        SELECT count(*) FROM unnest(s.parents) AS k(i)
+        JOIN tasker_steps p ON p.task_id = p_task AND p.idx = k.i
+        WHERE p.state NOT IN ('complete', 'resolved_manually'))
     WHERE s.task_id = p_task;
     UPDATE tasker_tasks SET graph_loaded = true WHERE id = p_task;
 END $$;
