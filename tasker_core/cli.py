@@ -34,6 +34,7 @@ from tasker_core.cli_logging import configure_logging
 from tasker_core.cli_progress import Progress
 from tasker_core.cli_render import (
     Style,
+    format_capabilities,
     format_detail,
     format_failures,
     format_plugins,
@@ -455,11 +456,19 @@ class _Commands:
         return EXIT_OK
 
     def plugins(self, args: argparse.Namespace) -> int:
-        infos = [plugin_dict(info) for info in self.host.describe()]
+        described = self.host.describe()
+        infos = [plugin_dict(info) for info in described]
+        capabilities = {
+            "stores": sorted(self.host.store_factories()),
+            "queues": sorted(self.host.queue_factories()),
+            "event_sinks": sorted(self.host.sink_factories()),
+            "template_finders": [i.name for i in described if "tasker_find_template" in i.hooks],
+        }
         if args.json:
-            write_json(self.out, {"plugins": infos})
+            write_json(self.out, {"plugins": infos, "capabilities": capabilities})
         else:
             print(format_plugins(infos), file=self.out)
+            print(format_capabilities(capabilities), file=self.out)
         return EXIT_OK
 
     # -- repairing --

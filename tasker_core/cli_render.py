@@ -308,6 +308,28 @@ def format_plugins(plugins: Iterable[Mapping[str, Any]]) -> str:
     return "\n".join(lines) if lines else "no plugins"
 
 
+_NO_FINDER = (
+    "none installed: templates come only from --template files and code "
+    "(pip install tasker-fs-templates to find YAML files under templates.paths)"
+)
+
+
+def format_capabilities(capabilities: Mapping[str, list[str]]) -> str:
+    """What the installed plugins provide, by kind, so a missing piece is visible at a glance."""
+    labels = {
+        "stores": "store schemes",
+        "queues": "queue schemes",
+        "event_sinks": "event sinks",
+        "template_finders": "template finders",
+    }
+    lines = [""]
+    for key, label in labels.items():
+        names = capabilities.get(key, [])
+        shown = ", ".join(names) if names else (_NO_FINDER if key == "template_finders" else "none")
+        lines.append(f"{label}: {shown}")
+    return "\n".join(lines)
+
+
 # --- graphs -----------------------------------------------------------------------------------
 
 

@@ -387,6 +387,19 @@ def test_plugins_lists_builtins_with_their_hooks(tmp_path: Path) -> None:
     assert "tasker_register_queues" in text.stdout
 
 
+def test_plugins_says_when_no_template_finder_is_installed(tmp_path: Path) -> None:
+    data = ok_json(tasker(tmp_path, "plugins", "--json"))
+    assert data["capabilities"] == {
+        "stores": ["memory", "sqlite"],
+        "queues": ["memory"],
+        "event_sinks": ["log"],
+        "template_finders": [],
+    }
+    text = tasker(tmp_path, "plugins").stdout
+    assert "template finders: none installed" in text
+    assert "pip install tasker-fs-templates" in text
+
+
 def test_plugins_never_prints_configuration_values(tmp_path: Path) -> None:
     secret = "postgresql://app:hunter2@db.example/tasks"
     (tmp_path / "tasker.yaml").write_text(f"default:\n  store:\n    url: {secret}\n")

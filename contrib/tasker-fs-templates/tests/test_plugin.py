@@ -3,6 +3,10 @@ the configuration, with relative paths resolved against the working directory.""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +36,21 @@ def test_discovered_through_its_entry_point(host: PluginHost) -> None:
     info = infos["fs_templates"]
     assert (info.distribution, info.version) == ("tasker-fs-templates", "0.1.0")
     assert info.hooks == ["tasker_add_cli_commands", "tasker_find_template"]
+
+
+def test_tasker_plugins_lists_it_as_the_template_finder(tmp_path: Path) -> None:
+    """The installed distribution, as a user sees it: `tasker plugins` in a fresh process."""
+    env = {**os.environ, "TASKER_LOAD_PLUGINS": "memory,sqlite,inprocess,log,fs_templates"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tasker_core.cli", "--json", "plugins"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(result.stdout)["capabilities"]["template_finders"] == ["fs_templates"]
 
 
 def test_can_be_blocked_by_name() -> None:
