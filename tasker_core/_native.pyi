@@ -135,6 +135,14 @@ class DependencyTracker:
         """Record that ``step`` is satisfied; return those of its children that are not
         themselves satisfied and whose last unsatisfied parent ``step`` was, ascending. Marking a
         satisfied step again returns [] and changes nothing."""
+    def mark_satisfied_many(self, steps: Sequence[int]) -> list[int]:
+        """``mark_satisfied`` of each of ``steps`` in order, in one call: the concatenation of
+        what those calls would return (each call's part ascending, parts in call order).
+
+        Repeats and already-satisfied steps add nothing, as single calls would. Every index is
+        checked before any step is marked: IndexError for the first bad one by position, and
+        the tracker is then unchanged (unlike a loop of single calls, which stops part-way).
+        """
     def is_satisfied(self, step: int) -> bool: ...
     def remaining_parents(self, step: int) -> int: ...
     def unblocked(self) -> list[int]:

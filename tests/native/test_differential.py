@@ -292,6 +292,13 @@ class RunComparison(RuleBasedStateMachine):
         """The tracker alone, in any order (repeats and a bad index included)."""
         self.satisfy(self.step(pick))
 
+    @rule(picks=st.lists(st.integers(0, 10**6), max_size=8))
+    def mark_batch(self, picks: list[int]) -> None:
+        """Many steps in one call, mid-run (repeats, satisfied steps and a bad index included)."""
+        steps = [self.step(pick) for pick in picks]
+        nat_out = outcome(self.nat_tracker.mark_satisfied_many, steps)
+        assert_same(nat_out, outcome(self.ref_tracker.mark_satisfied_many, steps))
+
     @rule(seconds=st.sampled_from([0.5, 1.0, 4.0]))
     def advance(self, seconds: float) -> None:
         self.now += seconds
@@ -342,6 +349,54 @@ def test_tracker_start_sets_agree(graph: Graph, start: list[int]) -> None:
     assert nat.error is mod.error
     if nat.error is None:
         assert nat.value.unblocked() == mod.value.unblocked()
+
+
+def tracker_state(tracker: native.DependencyTracker | ref.RefTracker, n: int) -> object:
+    """Everything a tracker answers, per step and overall."""
+    return (
+        [(tracker.is_satisfied(i), tracker.remaining_parents(i)) for i in range(n)],
+        tracker.unblocked(),
+        tracker.satisfied_count,
+        tracker.all_satisfied(),
+    )
+
+
+@settings(max_examples=examples(0.5), suppress_health_check=SLOW)
+@given(graph=st.one_of(dags(max_steps=25), big_dags(max_steps=120)), data=st.data())
+def test_batched_marking_agrees_with_single_calls(graph: Graph, data: st.DataObject) -> None:
+    """Random batches (repeats, satisfied steps, sometimes a bad index) give the reference's
+    answer, and on valid batches the same answer as one native call per step; a batch with a
+    bad index raises IndexError and changes nothing."""
+    n = len(graph[0])
+    index = st.integers(0, max(n - 1, 0))
+    bad = st.sampled_from([-1, n, n + 5])
+    start = data.draw(st.lists(index, max_size=min(n, 10)), label="start")
+    nat_graph = native.WorkflowGraph(*graph)
+    nat = nat_graph.tracker(start)
+    single = nat_graph.tracker(start)
+    mod = ref.RefGraph(*graph, REF_STEP).tracker(start)
+    for _ in range(data.draw(st.integers(1, 8), label="batch count")):
+        batch = data.draw(st.lists(index, max_size=40 if n else 0), label="batch")
+        if data.draw(st.integers(0, 3), label="poisoned") == 0:
+            at = data.draw(st.integers(0, len(batch)), label="at")
+            batch.insert(at, data.draw(bad, label="bad index"))
+        before = tracker_state(nat, n)
+        nat_out = outcome(nat.mark_satisfied_many, batch)
+        assert_same(nat_out, outcome(mod.mark_satisfied_many, batch))
+        if nat_out.error is None:
+            assert nat_out.value == [
+                child for step in batch for child in single.mark_satisfied(step)
+            ]
+        else:
+            assert nat_out.error is IndexError
+            assert any(not 0 <= step < n for step in batch)
+            assert tracker_state(nat, n) == before
+        assert tracker_state(nat, n) == tracker_state(mod, n) == tracker_state(single, n)
+    everything = list(range(n))
+    assert_same(
+        outcome(nat.mark_satisfied_many, everything), outcome(mod.mark_satisfied_many, everything)
+    )
+    assert nat.all_satisfied() and mod.all_satisfied()
 
 
 # -- backoff -------------------------------------------------------------------------------------

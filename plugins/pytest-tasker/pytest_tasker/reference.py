@@ -370,6 +370,15 @@ class RefTracker:
             if not self._satisfied[child] and self.remaining_parents(child) == 0
         ]
 
+    def mark_satisfied_many(self, steps: Sequence[int]) -> list[int]:
+        """``mark_satisfied`` of each step in turn, answers concatenated; every index is checked
+        first, so a bad one changes nothing."""
+        checked = [self._graph._step(step) for step in steps]
+        unblocked: list[int] = []
+        for step in checked:
+            unblocked.extend(self.mark_satisfied(step))
+        return unblocked
+
     def is_satisfied(self, step: int) -> bool:
         return self._satisfied[self._graph._step(step)]
 

@@ -371,6 +371,26 @@ impl DependencyTracker {
         self.tracker.mark_satisfied(step).map_err(errors::index)
     }
 
+    /// ``mark_satisfied`` of each step in order, their answers concatenated: one crossing of the
+    /// boundary for many steps. Every index is checked first, so an error changes nothing.
+    fn mark_satisfied_many(&mut self, steps: Vec<i64>) -> PyResult<Vec<u32>> {
+        // Negative and too-large indices are checked in one pass: the first by position raises.
+        let steps = steps
+            .into_iter()
+            .map(|step| {
+                let step = step_index(step)?;
+                self.tracker
+                    .graph()
+                    .check_index(step)
+                    .map_err(errors::index)?;
+                Ok(step)
+            })
+            .collect::<PyResult<Vec<usize>>>()?;
+        self.tracker
+            .mark_satisfied_many(&steps)
+            .map_err(errors::index)
+    }
+
     fn is_satisfied(&self, step: i64) -> PyResult<bool> {
         let step = step_index(step)?;
         self.tracker.is_satisfied(step).map_err(errors::index)
