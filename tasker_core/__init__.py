@@ -12,6 +12,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tasker_core.builtin.inprocess_queue import InProcessQueue
+    from tasker_core.builtin.memory_store import MemoryStore
     from tasker_core.clock import Clock, ManualClock, SystemClock
     from tasker_core.config import Config, load_config
     from tasker_core.durations import format_duration, parse_duration
@@ -35,9 +37,17 @@ if TYPE_CHECKING:
         UnknownDependencyError,
         UnknownStateError,
     )
-    from tasker_core.fsm import SPEC_EVENTS_TOML, SPEC_STATES_TOML, StepState, TaskState
+    from tasker_core.fsm import (
+        SPEC_EVENTS_TOML,
+        SPEC_STATES_TOML,
+        STEP_MACHINE,
+        TASK_MACHINE,
+        StepState,
+        TaskState,
+    )
     from tasker_core.handlers import PermanentError, RetryableError, StepContext, handler
     from tasker_core.models import (
+        JSON,
         Claim,
         Event,
         Step,
@@ -50,13 +60,47 @@ if TYPE_CHECKING:
         Transition,
         WorkItem,
     )
-    from tasker_core.orchestration.finalizer import Action, ExecutionContext, Status
+    from tasker_core.orchestration.backoff import retry_delay
+    from tasker_core.orchestration.executor import Executor, Job, timeout_outcome
+    from tasker_core.orchestration.finalizer import Action, ExecutionContext, Status, evaluate
+    from tasker_core.orchestration.leases import new_owner_id
     from tasker_core.protocols import EventSink, Queue, Store, TemplateFinder
-    from tasker_core.templates import RetryPolicy, StepTemplate, TaskTemplate, load_template_file
+    from tasker_core.registry import Registry
+    from tasker_core.serialization import check_json, copy_json, dumps_json, loads_json
+    from tasker_core.solver import DependencyTracker, WorkflowGraph, build_graph
+    from tasker_core.templates import (
+        RetryPolicy,
+        StepTemplate,
+        TaskTemplate,
+        load_template_file,
+        load_template_text,
+        template_from_mapping,
+    )
 
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
+    "Registry": "tasker_core.registry",
+    "template_from_mapping": "tasker_core.templates",
+    "load_template_text": "tasker_core.templates",
+    "STEP_MACHINE": "tasker_core.fsm",
+    "TASK_MACHINE": "tasker_core.fsm",
+    "WorkflowGraph": "tasker_core.solver",
+    "DependencyTracker": "tasker_core.solver",
+    "build_graph": "tasker_core.solver",
+    "dumps_json": "tasker_core.serialization",
+    "loads_json": "tasker_core.serialization",
+    "check_json": "tasker_core.serialization",
+    "copy_json": "tasker_core.serialization",
+    "retry_delay": "tasker_core.orchestration.backoff",
+    "Executor": "tasker_core.orchestration.executor",
+    "Job": "tasker_core.orchestration.executor",
+    "timeout_outcome": "tasker_core.orchestration.executor",
+    "new_owner_id": "tasker_core.orchestration.leases",
+    "evaluate": "tasker_core.orchestration.finalizer",
+    "MemoryStore": "tasker_core.builtin.memory_store",
+    "InProcessQueue": "tasker_core.builtin.inprocess_queue",
+    "JSON": "tasker_core.models",
     "format_duration": "tasker_core.durations",
     "parse_duration": "tasker_core.durations",
     "SPEC_EVENTS_TOML": "tasker_core.fsm",
@@ -129,8 +173,11 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "JSON",
     "SPEC_EVENTS_TOML",
     "SPEC_STATES_TOML",
+    "STEP_MACHINE",
+    "TASK_MACHINE",
     "Action",
     "Claim",
     "Clock",
@@ -138,18 +185,24 @@ __all__ = [
     "ConfigError",
     "ContextValidationError",
     "CycleError",
+    "DependencyTracker",
     "DuplicateStepError",
     "Engine",
     "Event",
     "EventSink",
     "ExecutionContext",
+    "Executor",
     "GraphError",
     "HandlerNotFoundError",
+    "InProcessQueue",
     "InvalidTransitionError",
+    "Job",
     "ManualClock",
+    "MemoryStore",
     "PermanentError",
     "PluginError",
     "Queue",
+    "Registry",
     "RetryPolicy",
     "RetryableError",
     "SelfDependencyError",
@@ -179,10 +232,22 @@ __all__ = [
     "UnknownDependencyError",
     "UnknownStateError",
     "WorkItem",
+    "WorkflowGraph",
     "__version__",
+    "build_graph",
+    "check_json",
+    "copy_json",
+    "dumps_json",
+    "evaluate",
     "format_duration",
     "handler",
     "load_config",
     "load_template_file",
+    "load_template_text",
+    "loads_json",
+    "new_owner_id",
     "parse_duration",
+    "retry_delay",
+    "template_from_mapping",
+    "timeout_outcome",
 ]

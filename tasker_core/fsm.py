@@ -20,7 +20,9 @@ __all__ = [
     "SPEC_EVENTS_TOML",
     "SPEC_STATES_TOML",
     "STEP",
+    "STEP_MACHINE",
     "TASK",
+    "TASK_MACHINE",
     "TERMINAL_STEP_STATES",
     "TERMINAL_TASK_STATES",
     "Machine",
@@ -149,6 +151,10 @@ class Machine(Generic[S]):
 
 TASK: Machine[TaskState] = Machine(_native.TASK_MACHINE, TaskState)
 STEP: Machine[StepState] = Machine(_native.STEP_MACHINE, StepState)
+TASK_MACHINE = TASK
+"""The task state machine by name (public alias, exported by tasker_core)."""
+STEP_MACHINE = STEP
+"""The step state machine by name (public alias, exported by tasker_core)."""
 
 TERMINAL_TASK_STATES: frozenset[TaskState] = frozenset(s for s in TaskState if TASK.is_terminal(s))
 TERMINAL_STEP_STATES: frozenset[StepState] = frozenset(s for s in StepState if STEP.is_terminal(s))

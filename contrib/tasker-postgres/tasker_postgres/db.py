@@ -8,6 +8,7 @@ next checkout reconnects instead of failing.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,7 +18,14 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-__all__ = ["TRANSIENT", "conninfo", "is_transient", "make_pool", "transaction"]
+__all__ = [
+    "TRANSIENT",
+    "DirectConnection",
+    "conninfo",
+    "is_transient",
+    "make_pool",
+    "transaction",
+]
 
 SCHEMES = ("postgresql", "postgresql+psycopg")
 
@@ -85,3 +93,35 @@ def transaction(pool: Engine) -> Iterator[psycopg.Cursor[Any]]:
             else:
                 raw.rollback()
             raise
+
+
+class DirectConnection:
+    """One connection kept open by one thread (a worker's loop): no pool checkout per
+    transaction, which matters when a transaction is a single short round trip. A connection
+    that fails is dropped and the next transaction opens a new one."""
+
+    def __init__(self, url: str) -> None:
+        self._conninfo = conninfo(url)
+        self._conn: psycopg.Connection[Any] | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Cursor[Any]]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._conninfo)
+        conn = self._conn
+        try:
+            with conn.cursor() as cur:
+                yield cur
+            conn.commit()
+        except BaseException as exc:
+            if conn.closed or isinstance(exc, psycopg.OperationalError):
+                self.close()
+            else:
+                conn.rollback()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None

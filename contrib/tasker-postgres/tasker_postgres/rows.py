@@ -10,8 +10,7 @@ import json
 import re
 from typing import Any
 
-from tasker_core.models import Step, StepError, Task, Transition
-from tasker_core.serialization import dumps_json
+from tasker_core import Step, StepError, Task, Transition, dumps_json
 
 __all__ = [
     "STEP_COLUMNS",

@@ -14,7 +14,7 @@ from typing import Any
 
 from attrs import frozen
 from psycopg import Connection
-from tasker_core.errors import TaskerError
+from tasker_core import TaskerError
 
 from tasker_postgres.schema_sql import FUNCTIONS, TABLES
 

@@ -227,8 +227,9 @@ END $$;
 -- Finalize a (locked) task from its counters: dispatch what is ready, then complete, fail, wait
 -- or keep running. Mirrors tasker_core.orchestration.finalizer.evaluate. Returns the task's
 -- state afterwards.
-CREATE FUNCTION tasker_finalize(p_task text, p_now double precision, p_stop boolean)
-RETURNS text LANGUAGE plpgsql AS $$
+CREATE FUNCTION tasker_finalize(
+    p_task text, p_now double precision, p_stop boolean, p_scan boolean DEFAULT true
+) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     t record;
     blocked boolean;
@@ -242,8 +243,12 @@ BEGIN
     END IF;
     blocked := p_stop AND t.failed > 0;
     IF NOT blocked THEN
-        SELECT array_agg(idx) INTO ready FROM tasker_steps
-        WHERE task_id = p_task AND state = 'pending' AND remaining_parents = 0;
+        -- A settle enqueues the children it unblocked itself (p_scan false); activation looks
+        -- for every ready step (after an operator's change, say).
+        IF p_scan THEN
+            SELECT array_agg(idx) INTO ready FROM tasker_steps
+            WHERE task_id = p_task AND state = 'pending' AND remaining_parents = 0;
+        END IF;
         IF ready IS NOT NULL THEN
             PERFORM tasker_enqueue_ready(p_task, ready, p_now);
         END IF;
@@ -419,7 +424,7 @@ BEGIN
     END LOOP;
     FOREACH tk IN ARRAY settled LOOP
         kind := 'task'; task_id := tk; name := NULL;
-        detail := tasker_finalize(tk, p_now, p_stop);
+        detail := tasker_finalize(tk, p_now, p_stop, false);
         RETURN NEXT;
     END LOOP;
     kind := 'claim'; detail := NULL;

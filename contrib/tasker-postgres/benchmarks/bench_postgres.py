@@ -1,0 +1,286 @@
+"""Postgres benchmarks: worker throughput, chain latency, cross-worker wake-up, scaling.
+
+Every figure is judged against the *floor* measured in the same run on the same throwaway,
+durable cluster (fsync and synchronous commit on): one connection recording each step with an
+INSERT and an UPDATE, committed per step. Workers are real processes (``--run-worker`` mode of
+this script), already warm and idle when a task is submitted; a task's time is its
+``completed_at - created_at`` as stored.
+
+    python contrib/tasker-postgres/benchmarks/bench_postgres.py          # --quick: smaller
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from tasker_core import Config, Engine, StepContext, TaskRequest
+from tasker_core.registry import Registry
+from tasker_core.templates import template_from_mapping
+
+from tasker_postgres.db import conninfo
+from tasker_postgres.store import PostgresStore
+from tasker_postgres.testing import TempCluster, fresh_database
+
+
+def noop(ctx: StepContext) -> None:
+    return None
+
+
+def pause(ctx: StepContext) -> None:
+    time.sleep(0.005)
+
+
+def templates() -> list[dict[str, Any]]:
+    def wf(name: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"namespace": "bench", "name": name, "version": "1.0.0", "steps": steps}
+
+    out = [
+        wf(f"fanout_{n}", [{"name": f"s{i}", "handler": "noop"} for i in range(n)])
+        for n in (100, 1000, 10_000)
+    ]
+    out.append(
+        wf(
+            "chain_200",
+            [
+                {"name": f"s{i}", "handler": "noop", "depends_on": [f"s{i - 1}"] if i else []}
+                for i in range(200)
+            ],
+        )
+    )
+    stages: list[dict[str, Any]] = []
+    for k in range(100):
+        deps = [f"b{k - 1}", f"c{k - 1}"] if k else []
+        stages += [
+            {"name": f"a{k}", "handler": "noop", "depends_on": deps},
+            {"name": f"b{k}", "handler": "pause", "depends_on": [f"a{k}"]},
+            {"name": f"c{k}", "handler": "pause", "depends_on": [f"a{k}"]},
+        ]
+    out.append(wf("stages_100", stages))
+    return out
+
+
+def make_engine(url: str, concurrency: int = 16) -> Engine:
+    config = Config.from_mapping(
+        {
+            "store": {"url": url, "pool_size": 4},
+            "events": {"sinks": []},
+            "identity": {"strategy": "none"},
+            "execution": {"max_concurrent_steps": concurrency, "batch_size": 100,
+                          "poll_interval": "1s"},
+        }
+    )  # fmt: skip
+    engine = Engine(config, store=PostgresStore(url, pool_size=4, migrate=False),
+                    registry=Registry())  # fmt: skip
+    engine.register_handler("noop", noop)
+    engine.register_handler("pause", pause)
+    for data in templates():
+        engine.register_template(template_from_mapping(data))
+    return engine
+
+
+def run_worker(url: str, concurrency: int, claim_on_settle: bool) -> None:
+    from tasker_postgres.worker import Worker, WorkerOptions
+
+    engine = make_engine(url, concurrency)
+    options = WorkerOptions.from_engine(engine, claim_on_settle=claim_on_settle)
+    worker = Worker(engine, options)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    worker.run()
+    engine.close()
+
+
+@contextmanager
+def workers(url: str, count: int, concurrency: int = 16) -> Iterator[None]:
+    procs = [
+        subprocess.Popen([sys.executable, __file__, "--run-worker", url, str(concurrency)])
+        for _ in range(count)
+    ]
+    time.sleep(2.0)  # imports, engine, LISTEN: warm and idle
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(30)
+
+
+def run_task(engine: Engine, name: str, timeout: float = 600.0) -> float:
+    """Submit one task and wait for it; its stored completed_at - created_at."""
+    task = engine.submit(TaskRequest("bench", name))
+    deadline = time.monotonic() + timeout
+    while True:
+        got = engine.get_task(task.id)
+        if got.state in ("complete", "error"):
+            assert got.state == "complete", f"{name}: {got.state}"
+            assert got.completed_at is not None
+            return got.completed_at - got.created_at
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} not done after {timeout}s")
+        time.sleep(0.002)
+
+
+def floor(url: str, n: int) -> float:
+    """Seconds per step: INSERT + UPDATE, committed per step, one connection."""
+    with psycopg.connect(conninfo(url)) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_floor (id integer PRIMARY KEY, state text, "
+            "results jsonb, updated_at double precision)"
+        )
+        conn.execute("TRUNCATE bench_floor")
+        conn.commit()
+        t0 = time.perf_counter()
+        for i in range(n):
+            conn.execute(
+                "INSERT INTO bench_floor VALUES (%s, 'pending', NULL, %s)", (i, time.time())
+            )
+            conn.execute(
+                "UPDATE bench_floor SET state = 'complete', results = 'null', updated_at = %s "
+                "WHERE id = %s",
+                (time.time(), i),
+            )
+            conn.commit()
+        return (time.perf_counter() - t0) / n
+
+
+def cross_worker_latencies(engine: Engine, task_id: str) -> list[float]:
+    """c_k's start minus a_k's completion, where another worker started c_k (or b_k)."""
+    done: dict[str, tuple[float, str]] = {}
+    started: dict[str, tuple[float, str]] = {}
+    owner_of: dict[str, str] = {}
+    for t in engine.transitions(task_id):
+        if t.step is None:
+            continue
+        if t.to_state == "in_progress":
+            owner = str(t.metadata.get("owner", ""))
+            started[t.step] = (t.created_at, owner)
+            owner_of[t.step] = owner
+        elif t.to_state == "complete":
+            done[t.step] = (t.created_at, owner_of.get(t.step, ""))
+    out = []
+    for k in range(100):
+        parent_done, parent_owner = done[f"a{k}"]
+        for child in (f"b{k}", f"c{k}"):
+            start, owner = started[child]
+            if owner != parent_owner:
+                out.append(start - parent_done)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--run-worker", nargs=2, metavar=("URL", "CONCURRENCY"))
+    parser.add_argument("--no-claim-on-settle", action="store_true")
+    args = parser.parse_args()
+    if args.run_worker:
+        run_worker(args.run_worker[0], int(args.run_worker[1]), not args.no_claim_on_settle)
+        return
+    repeats = 1 if args.quick else 3
+    with TempCluster(durable=True) as cluster:
+        url = fresh_database(cluster, "bench")
+        engine = make_engine(url)
+        rows: list[tuple[str, str, str, str]] = []
+        floors: list[float] = []
+
+        def near_floor() -> float:
+            """The floor right now (best of two): each figure is judged against its own."""
+            value = min(floor(url, 500) for _ in range(2))
+            floors.append(value)
+            return value
+
+        with workers(url, 1):
+            run_task(engine, "fanout_100")  # warm-up
+            f_fan1 = near_floor()
+            fan1 = min(run_task(engine, "fanout_1000") for _ in range(repeats))
+            f_chain = near_floor()
+            chain = min(run_task(engine, "chain_200") for _ in range(repeats))
+            small = min(run_task(engine, "fanout_100") for _ in range(repeats))
+            big = run_task(engine, "fanout_10000")
+        with workers(url, 4):
+            run_task(engine, "fanout_100")  # warm-up
+            f_fan4 = near_floor()
+            fan4 = min(run_task(engine, "fanout_1000") for _ in range(repeats))
+        with workers(url, 2, concurrency=1):
+            lat: list[float] = []
+            for _ in range(repeats):
+                task = engine.submit(TaskRequest("bench", "stages_100"))
+                run_wait(engine, task.id)
+                lat += cross_worker_latencies(engine, task.id)
+        rate1, rate4 = 1000 / fan1, 1000 / fan4
+        rows.append(
+            (
+                "fan-out 1,000 no-op, 1 worker",
+                f"{rate1:,.0f} steps/s",
+                f"{rate1 * f_fan1:.2f}x floor ({1 / f_fan1:,.0f}/s)",
+                ">= 1x",
+            )
+        )
+        rows.append(
+            (
+                "fan-out 1,000 no-op, 4 workers",
+                f"{rate4:,.0f} steps/s",
+                f"{rate4 * f_fan4:.2f}x floor ({1 / f_fan4:,.0f}/s)",
+                ">= 2x",
+            )
+        )
+        rows.append(
+            (
+                "chain 200, 1 worker",
+                f"{chain / 200 * 1e3:.3f} ms/step",
+                f"{chain / 200 / f_chain:.2f}x floor ({f_chain * 1e3:.3f} ms)",
+                "<= 2x",
+            )
+        )
+        med = statistics.median(lat) if lat else float("nan")
+        p90 = sorted(lat)[int(len(lat) * 0.9)] if lat else float("nan")
+        rows.append(
+            (
+                "dependent starts on another worker",
+                f"median {med * 1e3:.2f} ms (p90 {p90 * 1e3:.2f} ms, n={len(lat)})",
+                "",
+                "<= 2 ms",
+            )
+        )
+        per_small, per_big = small / 100, big / 10_000
+        rows.append(
+            (
+                "per step, one task of 100 / 10,000",
+                f"{per_small * 1e3:.3f} / {per_big * 1e3:.3f} ms",
+                f"{per_big / per_small:.2f}x",
+                "<= 1.5x",
+            )
+        )
+        floor_step = statistics.median(floors)
+        floor_rate = 1 / floor_step
+        engine.close()
+    print("\n| benchmark | measured | ratio | target |\n|---|---|---:|---|")
+    print(
+        f"| floor: INSERT + UPDATE + COMMIT per step | {floor_step * 1e3:.3f} ms/step "
+        f"({floor_rate:,.0f} steps/s) | 1x | |"
+    )
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def run_wait(engine: Engine, task_id: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while engine.get_task(task_id).state not in ("complete", "error"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(task_id)
+        time.sleep(0.005)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main()

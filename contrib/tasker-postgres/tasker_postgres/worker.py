@@ -1,0 +1,657 @@
+"""``tasker worker``: one of any number of processes sharing the work of one Postgres database.
+
+No process is special. The loop of each:
+
+- **claim** enqueued steps (``FOR UPDATE SKIP LOCKED``; the attempt is counted and the step leased
+  in the same statement) and run their handlers on the kernel's executor (threads for sync
+  handlers, an event loop for async ones);
+- **settle** finished attempts in one transaction per batch, under each task's row lock: record
+  the outcome (compare-and-set, fenced by attempt), enqueue the children it unblocked, finalize
+  the task from its counters — and claim more work in the same transaction, so a chain's next
+  step starts without another commit;
+- **activate** tasks that need it (new, woken from a backoff wait, changed by an operator, with
+  due retries): load the task's step graph once, dispatch what is ready, finalize;
+- **heartbeat** (a thread) renews the leases of running steps; **reap** fails steps whose lease
+  expired (their worker died), counting the lost attempt and scheduling a retry as the policy
+  allows.
+
+Idle workers block on LISTEN/NOTIFY (a listener thread feeds the loop's inbox), with the poll
+interval as the fallback and the earliest known retry/wake time as the deadline, so delayed work
+becomes visible on time without busy polling. SIGTERM stops claiming, lets running handlers
+finish for up to ``grace`` seconds, settles them, and releases the rest (they are retried by
+another worker at once, the interrupted attempt given back).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue as stdqueue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from attrs import frozen
+from tasker_core import (
+    JSON,
+    Engine,
+    Executor,
+    Job,
+    StepContext,
+    StepError,
+    StepOutcome,
+    StepTemplate,
+    Task,
+    TaskTemplate,
+    WorkflowGraph,
+    build_graph,
+    new_owner_id,
+    retry_delay,
+    timeout_outcome,
+)
+
+from tasker_postgres.db import is_transient
+from tasker_postgres.notify import Listener
+from tasker_postgres.store import PostgresStore
+from tasker_postgres.work import ClaimedStep, Expired, Settlement, SettleResult, WorkTable
+
+__all__ = ["Worker", "WorkerOptions"]
+
+log = logging.getLogger("tasker.worker")
+_step_log = logging.getLogger("tasker.step")
+
+Key = tuple[str, str]
+_WAKE = "wake"
+_TASK_CACHE = 10_000
+
+
+@frozen
+class WorkerOptions:
+    """How one worker process behaves (defaults come from the ``execution`` config section)."""
+
+    concurrency: int = 8
+    batch_size: int = 100
+    lease: float = 30.0
+    heartbeat_interval: float = 10.0
+    poll_interval: float = 1.0
+    grace: float = 30.0
+    stop_on_failure: bool = False
+    claim_on_settle: bool = True
+    """Claim new work in the settle transaction (off only to measure cross-worker latency)."""
+
+    @classmethod
+    def from_engine(cls, engine: Engine, **overrides: Any) -> WorkerOptions:
+        ex = engine.config.execution
+        values: dict[str, Any] = {
+            "concurrency": ex.max_concurrent_steps,
+            "batch_size": ex.batch_size,
+            "lease": ex.lease,
+            "heartbeat_interval": ex.heartbeat_interval,
+            "poll_interval": ex.poll_interval,
+            "stop_on_failure": ex.on_failure == "stop",
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+class _Running:
+    __slots__ = ("claim", "job")
+
+    def __init__(self, claim: ClaimedStep, job: Job) -> None:
+        self.claim = claim
+        self.job = job
+
+
+class _Workflow:
+    """A template with what the worker needs of it, resolved once."""
+
+    def __init__(self, template: TaskTemplate, default_timeout: float) -> None:
+        self.template = template
+        self.steps: dict[str, StepTemplate] = {s.name: s for s in template.steps}
+        self.default_timeout = default_timeout
+        self._graph: WorkflowGraph | None = None
+
+    def graph(self) -> list[tuple[list[int], list[int]]]:
+        if self._graph is None:
+            self._graph = build_graph([(s.name, s.depends_on) for s in self.template.steps])
+        g = self._graph
+        return [(g.parents(i), g.children(i)) for i in range(len(g))]
+
+    def timeout(self, step: str) -> float:
+        spec = self.steps[step].timeout
+        return spec if spec is not None else self.default_timeout
+
+
+class Worker:
+    """Runs steps from the database until :meth:`stop` (or SIGTERM via the CLI)."""
+
+    def __init__(self, engine: Engine, options: WorkerOptions, owner: str | None = None) -> None:
+        if not isinstance(engine.store, PostgresStore):
+            raise TypeError(
+                f"tasker worker needs a Postgres store (store.url postgresql://...), "
+                f"got {type(engine.store).__name__} ({getattr(engine.store, 'scheme', '?')})"
+            )
+        self.engine = engine
+        self.options = options
+        self.owner = owner or engine.config.execution.worker_id or new_owner_id()
+        self.db = WorkTable(engine.store, direct=True)  # the loop's own connection
+        self._hb_db = WorkTable(engine.store)  # the heartbeat thread's: pooled
+        self.clock = engine.clock
+        self._inbox: stdqueue.SimpleQueue[StepOutcome | str] = stdqueue.SimpleQueue()
+        self._executor = Executor(options.concurrency, self._inbox.put)
+        self._running: dict[Key, _Running] = {}
+        self._running_lock = threading.Lock()
+        self._pending: list[Settlement] = []
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._listener = Listener(engine.store.conninfo)
+        self._workflows: dict[str, _Workflow] = {}
+        self._tasks: dict[str, Task] = {}
+        self._handlers: dict[str, Callable[..., Any]] = {}
+        self._broken: dict[str, float] = {}  # task id -> retry time of a failed activation
+        self._look_for_work = True
+        self._look_for_tasks = True
+        self._next_reap = 0.0
+        self._next_wake: float | None = None
+        self.stats = {"claimed": 0, "settled": 0, "lost": 0, "reaped": 0, "released": 0}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to stop (thread- and signal-safe): finish or release, then return."""
+        self._stopping.set()
+        self._inbox.put(_WAKE)
+
+    def run(self) -> None:
+        """The loop; returns after :meth:`stop` once nothing is held any more."""
+        o = self.options
+        log.info(
+            "worker %s started: concurrency %d, lease %.1fs, heartbeat %.1fs, poll %.1fs",
+            self.owner,
+            o.concurrency,
+            o.lease,
+            o.heartbeat_interval,
+            o.poll_interval,
+        )
+        self._listener.connected()
+        threads = [
+            threading.Thread(target=self._listen, name="tasker-listen", daemon=True),
+            threading.Thread(target=self._heartbeat, name="tasker-heartbeat", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            self._loop()
+            self._shutdown()
+        finally:
+            self._stopped.set()
+            self._listener.close()
+            self.db.close()
+            self._executor.shutdown(wait=False)
+            log.info("worker %s stopped: %s", self.owner, self.stats)
+
+    def _loop(self) -> None:
+        backoff = 0.05
+        while not self._stopping.is_set():
+            try:
+                self._tick()
+                backoff = 0.05
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("database unavailable (%s); retrying in %.2fs", _one_line(exc), backoff)
+                self._look_for_work = self._look_for_tasks = True
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _tick(self) -> None:
+        self._collect(block=self._block_time())
+        now = self.clock.now()
+        self._check_timeouts(now)
+        if self._pending or (self._look_for_work and self._free() > 0):
+            self._settle_and_claim(now)
+        if self._look_for_tasks or (self._next_wake is not None and now >= self._next_wake):
+            self._activate(now)
+        if now >= self._next_reap:
+            self._next_reap = now + self.options.heartbeat_interval
+            self._reap(now)
+
+    # -- waiting ----------------------------------------------------------------------------------
+
+    def _free(self) -> int:
+        return self.options.concurrency - len(self._running)
+
+    def _block_time(self) -> float:
+        if self._pending or self._look_for_tasks or (self._look_for_work and self._free() > 0):
+            return 0.0
+        now = self.clock.now()
+        wait = min(self.options.poll_interval, self._next_reap - now)
+        if self._next_wake is not None:
+            wait = min(wait, self._next_wake - now)
+        for entry in self._running.values():
+            if entry.job.timeout is not None:
+                wait = min(wait, entry.job.started_at + entry.job.timeout - now)
+        return max(0.0, wait)
+
+    def _collect(self, block: float) -> None:
+        """Take outcomes and wake-ups from the inbox, blocking up to ``block`` for the first."""
+        items: list[StepOutcome | str] = []
+        if block > 0:
+            try:
+                items.append(self._inbox.get(timeout=block))
+            except stdqueue.Empty:
+                self._look_for_work = self._look_for_tasks = True  # the polling fallback
+        while True:
+            try:
+                items.append(self._inbox.get_nowait())
+            except stdqueue.Empty:
+                break
+        for item in items:
+            if isinstance(item, str):
+                if "w" in item or item == "":
+                    self._look_for_work = True
+                if "t" in item or item == "":
+                    self._look_for_tasks = True
+            else:
+                self._outcome(item)
+
+    def _listen(self) -> None:
+        while not self._stopped.is_set():
+            payloads = self._listener.receive(self.options.poll_interval)
+            if payloads:
+                self._inbox.put("".join(sorted(payloads)) or "")
+
+    # -- running steps ----------------------------------------------------------------------------
+
+    def _outcome(self, outcome: StepOutcome) -> None:
+        key = (outcome.task_id, outcome.step)
+        with self._running_lock:
+            entry = self._running.get(key)
+            if entry is None or entry.job.attempt != outcome.attempt:
+                return  # a late answer of an attempt abandoned on timeout
+            del self._running[key]
+        self._pending.append(self._settlement(entry.claim, outcome))
+
+    def _check_timeouts(self, now: float) -> None:
+        for key, entry in list(self._running.items()):
+            job = entry.job
+            if job.timeout is not None and now >= job.started_at + job.timeout:
+                with self._running_lock:
+                    self._running.pop(key, None)
+                self._executor.abandon(job)
+                log.warning("step %s/%s timed out after %.1fs", key[0], key[1], job.timeout)
+                self._pending.append(self._settlement(entry.claim, timeout_outcome(job, now)))
+
+    def _settlement(self, claim: ClaimedStep, outcome: StepOutcome) -> Settlement:
+        meta: dict[str, JSON] = {"attempt": outcome.attempt, "duration": outcome.duration}
+        if outcome.ok:
+            return Settlement(
+                claim.task_id,
+                claim.name,
+                claim.attempt,
+                True,
+                outcome.results,
+                reason="handler returned",
+                metadata=meta,
+            )
+        error = outcome.error or StepError("Error", "unknown failure")
+        retry_at = self._retry_at(
+            claim.task_id,
+            claim.name,
+            claim.attempt,
+            claim.max_attempts,
+            claim.retryable and error.retryable,
+            outcome.retry_after,
+        )
+        meta["retry_at"] = retry_at
+        return Settlement(
+            claim.task_id,
+            claim.name,
+            claim.attempt,
+            False,
+            error=error,
+            retry_at=retry_at,
+            reason=f"{error.error_class}: {error.message}",
+            metadata=meta,
+        )
+
+    def _retry_at(
+        self,
+        task_id: str,
+        step: str,
+        attempt: int,
+        max_attempts: int,
+        retryable: bool,
+        retry_after: float | None,
+    ) -> float | None:
+        if not retryable or attempt >= max_attempts:
+            return None
+        base = max_delay = None
+        task = self._tasks.get(task_id)
+        if task is not None:
+            spec = self._workflow(task).steps.get(step)
+            if spec is not None:
+                base, max_delay = spec.retry.backoff_base, spec.retry.backoff_max
+        b = self.engine.config.backoff
+        return self.clock.now() + retry_delay(
+            attempt=attempt,
+            base=base if base is not None else b.base,
+            max_delay=max_delay if max_delay is not None else b.max,
+            jitter=b.jitter,
+            seed=b.seed,
+            task_id=task_id,
+            step=step,
+            retry_after=retry_after,
+        )
+
+    def _settle_and_claim(self, now: float) -> None:
+        o = self.options
+        outcomes, self._pending = self._pending, []
+        want = 0 if self._stopping.is_set() else min(self._free(), o.batch_size)
+        until = now + o.lease
+        try:
+            if outcomes:
+                result = self.db.settle(
+                    outcomes,
+                    now,
+                    stop_on_failure=o.stop_on_failure,
+                    owner=self.owner,
+                    claim=want if o.claim_on_settle else 0,
+                    until=until,
+                )
+                self._settled(outcomes, result)
+                claims = result.claims
+                if not o.claim_on_settle and want > 0:
+                    claims = self.db.claim(self.owner, want, until, now)
+            else:
+                claims = self.db.claim(self.owner, want, until, now)
+        except Exception:
+            self._pending = outcomes + self._pending  # settle again once the database is back
+            raise
+        self._look_for_work = want > 0 and len(claims) >= want
+        if claims:
+            self._start(claims, now)
+
+    def _settled(self, outcomes: Sequence[Settlement], result: SettleResult) -> None:
+        self.stats["settled"] += len(outcomes) - len(result.lost)
+        self.stats["lost"] += len(result.lost)
+        for task_id, step in result.lost:
+            log.warning(
+                "step %s/%s: lease lost before its outcome was recorded; outcome discarded "
+                "(another attempt owns the step)",
+                task_id,
+                step,
+            )
+        for task_id, state in result.tasks.items():
+            if state in ("complete", "error"):
+                log.info("task %s %s", task_id, "completed" if state == "complete" else "failed")
+                self._tasks.pop(task_id, None)
+                self._emit_task(task_id, state)
+        if self.engine.bus.listening:
+            lost = set(result.lost)
+            for o in outcomes:
+                if (o.task_id, o.step) not in lost:
+                    self._emit(
+                        o.task_id,
+                        "step.completed" if o.ok else "step.failed",
+                        step=o.step,
+                        attempt=o.attempt,
+                    )
+
+    def _start(self, claims: Sequence[ClaimedStep], now: float) -> None:
+        self.stats["claimed"] += len(claims)
+        missing = sorted({c.task_id for c in claims if c.task_id not in self._tasks})
+        if missing:
+            if len(self._tasks) > _TASK_CACHE:
+                self._tasks.clear()
+            self._tasks.update(self.db.tasks(missing))
+        for claim in claims:
+            log.debug("claimed %s/%s attempt %d", claim.task_id, claim.name, claim.attempt)
+            try:
+                job = self._job(claim, now)
+            except Exception as exc:  # no template/handler here: fail the attempt, visibly
+                log.error("cannot run step %s/%s: %s", claim.task_id, claim.name, exc)
+                error = StepError(type(exc).__name__, str(exc), retryable=True)
+                outcome = StepOutcome(claim.task_id, claim.name, claim.attempt, False, error=error)
+                self._pending.append(self._settlement(claim, outcome))
+                continue
+            with self._running_lock:
+                self._running[(claim.task_id, claim.name)] = _Running(claim, job)
+            self._executor.submit(job)
+            self._emit(claim.task_id, "step.started", step=claim.name, attempt=claim.attempt)
+
+    def _job(self, claim: ClaimedStep, now: float) -> Job:
+        task = self._tasks[claim.task_id]
+        workflow = self._workflow(task)
+        spec = workflow.steps[claim.name]
+        fn = self._handlers.get(claim.handler)
+        if fn is None:
+            fn = self._handlers[claim.handler] = self.engine.registry.resolve_handler(claim.handler)
+        ctx = StepContext(
+            task_id=task.id,
+            namespace=task.namespace,
+            workflow=task.name,
+            version=task.version,
+            step=claim.name,
+            attempt=claim.attempt,
+            max_attempts=claim.max_attempts,
+            context=task.context,
+            step_config=dict(spec.config),
+            dependencies=claim.dependencies,
+            logger=logging.LoggerAdapter(_step_log, {"task_id": task.id, "step": claim.name}),
+            publish=functools.partial(self._custom_event, task.id, claim.name),
+        )
+        return Job(
+            task.id,
+            claim.name,
+            claim.attempt,
+            fn,
+            ctx,
+            workflow.timeout(claim.name),
+            started_at=now,
+        )
+
+    def _workflow(self, task: Task) -> _Workflow:
+        key = task.workflow_key
+        found = self._workflows.get(key)
+        if found is None:
+            template = self.engine.get_template(task.namespace, task.name, task.version)
+            found = _Workflow(template, self.engine.config.execution.step_timeout)
+            self._workflows[key] = found
+        return found
+
+    # -- activation, leases -------------------------------------------------------------------
+
+    def _activate(self, now: float) -> None:
+        o = self.options
+        self._look_for_tasks = False
+        due = [
+            t
+            for t in self.db.due_tasks(now, o.batch_size, o.stop_on_failure)
+            if self._broken.get(t, 0.0) <= now
+        ]
+        if due:
+
+            def graph_for(task: Task) -> list[tuple[list[int], list[int]]]:
+                return self._workflow(task).graph()
+
+            states = self.db.activate(
+                due,
+                now,
+                stop_on_failure=o.stop_on_failure,
+                graph_for=graph_for,
+                on_error=self._activation_failed,
+            )
+            for task_id, state in states.items():
+                self._broken.pop(task_id, None)
+                log.log(
+                    logging.INFO if state in ("complete", "error") else logging.DEBUG,
+                    "task %s activated: %s",
+                    task_id,
+                    state,
+                )
+                if state in ("complete", "error"):
+                    self._emit_task(task_id, state)
+            self._look_for_work = True
+            self._look_for_tasks = len(due) >= o.batch_size
+        self._next_wake = self.db.next_wake(now)
+
+    def _activation_failed(self, task_id: str, exc: Exception) -> None:
+        log.error("cannot activate task %s here: %s", task_id, exc)
+        self._broken[task_id] = self.clock.now() + self.options.poll_interval * 10
+
+    def _heartbeat(self) -> None:
+        o = self.options
+        while not self._stopped.wait(o.heartbeat_interval):
+            with self._running_lock:
+                keys = list(self._running)
+            if not keys:
+                continue
+            try:
+                held = self._hb_db.extend(self.owner, keys, self.clock.now() + o.lease)
+            except Exception as exc:
+                log.warning("heartbeat failed (%s); will retry", _one_line(exc))
+                continue
+            with self._running_lock:
+                lost = [k for k in keys if k not in held and k in self._running]
+            for task_id, step in lost:
+                log.warning("lease on %s/%s lost: another worker may run it", task_id, step)
+
+    def _reap(self, now: float) -> None:
+        expired = self.db.expired(now, self.options.batch_size)
+        if not expired:
+            return
+        outcomes = [self._lost_attempt(e) for e in expired]
+        result = self.db.settle(
+            outcomes,
+            now,
+            stop_on_failure=self.options.stop_on_failure,
+            owner=self.owner,
+            expired_before=now,
+        )
+        reaped = len(outcomes) - len(result.lost)
+        self.stats["reaped"] += reaped
+        if reaped:
+            log.warning("failed %d step(s) whose worker stopped heartbeating", reaped)
+        for task_id, state in result.tasks.items():
+            if state in ("complete", "error"):
+                self._emit_task(task_id, state)
+        self._look_for_work = True
+
+    def _lost_attempt(self, expired: Expired) -> Settlement:
+        step = expired.step
+        error = StepError(
+            "LeaseExpired",
+            f"worker {step.lease_owner} stopped heartbeating step {step.name!r} during "
+            f"attempt {step.attempts}",
+        )
+        if step.task_id not in self._tasks:
+            self._tasks.update(self.db.tasks([step.task_id]))
+        retry_at = self._retry_at(
+            step.task_id, step.name, step.attempts, step.max_attempts, step.retryable, None
+        )
+        return Settlement(
+            step.task_id,
+            step.name,
+            step.attempts,
+            False,
+            error=error,
+            retry_at=retry_at,
+            reason="lease lost",
+            metadata={"attempt": step.attempts, "retry_at": retry_at},
+        )
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        """Let running handlers finish (up to ``grace``), settle them, release the rest."""
+        deadline = time.monotonic() + self.options.grace
+        if self._running:
+            log.info(
+                "stopping: waiting up to %.1fs for %d running step(s)",
+                self.options.grace,
+                len(self._running),
+            )
+        while self._running and time.monotonic() < deadline:
+            self._collect(block=min(0.2, max(0.0, deadline - time.monotonic())))
+        release: list[Settlement] = []
+        with self._running_lock:
+            running, self._running = list(self._running.values()), {}
+        now = self.clock.now()
+        for entry in running:
+            c = entry.claim
+            error = StepError(
+                "WorkerShutdown",
+                f"worker {self.owner} stopped before the step "
+                "finished; released for another worker",
+            )
+            release.append(
+                Settlement(
+                    c.task_id,
+                    c.name,
+                    c.attempt,
+                    False,
+                    error=error,
+                    retry_at=now,
+                    reason="released at shutdown",
+                    metadata={"attempt": c.attempt},
+                    bump=1,
+                )
+            )
+        self.stats["released"] += len(release)
+        outcomes = self._pending + release
+        self._pending = []
+        for attempt in range(5):
+            if not outcomes:
+                break
+            try:
+                result = self.db.settle(
+                    outcomes,
+                    self.clock.now(),
+                    stop_on_failure=self.options.stop_on_failure,
+                    owner=self.owner,
+                )
+                self._settled(outcomes, result)
+                break
+            except Exception as exc:
+                if not is_transient(exc) or attempt == 4:
+                    log.error(
+                        "could not record %d outcome(s) at shutdown: %s; their leases "
+                        "will expire and they will be retried",
+                        len(outcomes),
+                        exc,
+                    )
+                    break
+                time.sleep(0.5)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def _emit(self, task_id: str, name: str, **data: JSON) -> None:
+        bus = self.engine.bus
+        task = self._tasks.get(task_id)
+        if not bus.listening or task is None:
+            return
+        bus.emit(
+            [
+                bus.make(
+                    name,
+                    task_id=task_id,
+                    namespace=task.namespace,
+                    workflow=task.name,
+                    version=task.version,
+                    time=self.clock.now(),
+                    **data,
+                )
+            ]
+        )
+
+    def _emit_task(self, task_id: str, state: str) -> None:
+        self._emit(task_id, "task.completed" if state == "complete" else "task.failed")
+
+    def _custom_event(self, task_id: str, step: str, name: str, payload: JSON) -> None:
+        self._emit(task_id, f"custom.{name}", step=step, payload=payload)
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
