@@ -137,15 +137,25 @@ _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=
 """One encoder for the process: json.dumps with non-default options builds a new one per call."""
 
 
+def _flat_plain(value: dict[Any, Any]) -> bool:
+    """A dict of str keys to JSON scalars (finite floats): the shape of most metadata."""
+    for k, v in value.items():
+        kind = type(v)
+        if type(k) is not str or kind not in _FLAT or (kind is float and not math.isfinite(v)):
+            return False
+    return True
+
+
 def copy_json(value: Any, where: str = "value") -> Any:
     """A deep copy of a plain-JSON value, equal to what a JSON round trip would return.
 
     Tuples become lists and str/int/float subclasses their base type; TypeError as
     :func:`check_json` for anything that is not plain JSON. Cheaper than dumps + loads.
     """
-    if type(value) is dict and all(type(k) is str and type(v) in _FLAT for k, v in value.items()):
-        if all(math.isfinite(v) for v in value.values() if type(v) is float):
-            return dict(value)  # flat and plain: a shallow copy is a deep one
+    if value is None:
+        return None
+    if type(value) is dict and _flat_plain(value):
+        return dict(value)  # flat and plain: a shallow copy is a deep one
     try:
         return _copy(value, set())
     except _NotJSON as exc:
@@ -167,19 +177,14 @@ def check_json(value: Any, where: str = "value") -> Any:
     return value
 
 
-
-
 def dumps_json(value: Any, where: str = "value") -> str:
     """Compact JSON text of a plain-JSON value (checked first; see :func:`check_json`).
 
-    Flat dicts of scalars with string keys (transition metadata, most contexts) skip the Python
-    walk: the C encoder with ``allow_nan=False`` already refuses what they could hold wrongly.
+    Flat dicts of scalars with string keys (transition metadata, most contexts) skip the
+    recursive walk: one loop over their values checks everything they could hold wrongly.
     """
-    if type(value) is dict and all(type(k) is str and type(v) in _FLAT for k, v in value.items()):
-        try:
-            return _ENCODE(value)
-        except ValueError:
-            pass  # NaN or Infinity: let check_json name it
+    if type(value) is dict and _flat_plain(value):
+        return _ENCODE(value)
     check_json(value, where)
     return _ENCODE(value)
 

@@ -68,7 +68,8 @@ class MemoryStore:
     def _init_data(self) -> None:
         self._tasks: dict[str, Task] = {}
         self._by_key: dict[str, str] = {}
-        self._steps: dict[str, list[Step]] = {}
+        # Steps as mutable field dicts: a change updates fields in place; reads build Step objects.
+        self._steps: dict[str, list[dict[str, Any]]] = {}
         self._positions: dict[str, dict[str, int]] = {}
         # Transitions as mutable field lists (Transition's field order), so most_recent can flip.
         self._transitions: dict[str, list[list[Any]]] = {}
@@ -104,7 +105,7 @@ class MemoryStore:
             stored_task = attrs.evolve(task, context=copy_json(task.context, "context"))
             ordered = sorted(steps, key=lambda s: s.index)
             positions: dict[str, int] = {}
-            stored_steps: list[Step] = []
+            stored_steps: list[dict[str, Any]] = []
             for step in ordered:
                 if step.task_id != task.id:
                     raise ValueError(
@@ -113,18 +114,19 @@ class MemoryStore:
                 if step.name in positions:
                     raise ValueError(f"task {task.id!r}: duplicate step name {step.name!r}")
                 positions[step.name] = len(stored_steps)
+                row = {name: getattr(step, name) for name in _STEP_FIELDS}
                 if step.results is not None:
-                    step = attrs.evolve(step, results=copy_json(step.results, "results"))
-                stored_steps.append(step)
+                    row["results"] = copy_json(step.results, "results")
+                stored_steps.append(row)
             self._tasks[task.id] = stored_task
             if key is not None:
                 self._by_key[key] = task.id
             self._steps[task.id] = stored_steps
             self._positions[task.id] = positions
             self._transitions[task.id] = []
-            for step in stored_steps:
-                if step.state == "in_progress":
-                    self._in_progress.add((task.id, step.name))
+            for row in stored_steps:
+                if row["state"] == "in_progress":
+                    self._in_progress.add((task.id, row["name"]))
             return stored_task, True
 
     def apply(self, changes: Sequence[Change], now: float, atomic: bool = False) -> list[bool]:
@@ -142,7 +144,7 @@ class MemoryStore:
                 pos = self._positions.get(tid, {}).get(name)
                 if pos is not None:
                     s = self._steps[tid][pos]
-                    steps[(tid, name)] = StepNow(s.state, s.attempts)
+                    steps[(tid, name)] = StepNow(s["state"], s["attempts"])
             plan = plan_batch(changes, events, tasks, steps, now, copy_json)
             if atomic and not all(plan.applied):
                 return [False] * len(changes)
@@ -151,9 +153,7 @@ class MemoryStore:
             for tid, fields in plan.task_updates.items():
                 self._tasks[tid] = _with(self._tasks[tid], _TASK_FIELDS, fields)
             for (tid, name), fields in plan.step_updates.items():
-                pos = self._positions[tid][name]
-                step_list = self._steps[tid]
-                step_list[pos] = _with(step_list[pos], _STEP_FIELDS, fields)
+                self._steps[tid][self._positions[tid][name]].update(fields)
                 if fields["state"] == "in_progress":
                     self._in_progress.add((tid, name))
                 else:
@@ -198,10 +198,10 @@ class MemoryStore:
                 if pos is None:
                     out.append(False)
                     continue
-                step = step_list[pos]
-                held = step.state == "in_progress" and step.lease_owner == owner
+                row = step_list[pos]
+                held = row["state"] == "in_progress" and row["lease_owner"] == owner
                 if held:
-                    step_list[pos] = attrs.evolve(step, lease_expires_at=expires_at)
+                    row["lease_expires_at"] = expires_at
                 out.append(held)
             return out
 
@@ -228,10 +228,10 @@ class MemoryStore:
     def get_steps(self, task_id: str) -> list[Step]:
         with self._lock:
             self._record("get_steps", task_id=task_id)
-            steps = self._steps.get(task_id)
-            if steps is None:
+            rows = self._steps.get(task_id)
+            if rows is None:
                 raise TaskNotFoundError(task_id)
-            return list(steps)
+            return [Step(**row) for row in rows]
 
     def get_transitions(self, task_id: str) -> list[Transition]:
         with self._lock:
@@ -246,9 +246,9 @@ class MemoryStore:
             self._record("expired_leases", now=now, limit=limit)
             expired: list[Step] = []
             for tid, name in self._in_progress:
-                step = self._steps[tid][self._positions[tid][name]]
-                if step.lease_expires_at is not None and step.lease_expires_at < now:
-                    expired.append(step)
+                row = self._steps[tid][self._positions[tid][name]]
+                if row["lease_expires_at"] is not None and row["lease_expires_at"] < now:
+                    expired.append(Step(**row))
         expired.sort(key=lambda s: (s.lease_expires_at or 0.0, s.task_id, s.index))
         return expired[:limit]
 
