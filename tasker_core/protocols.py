@@ -45,6 +45,9 @@ class Store(Protocol):
 
         Idempotent by ``task.idempotency_key``: when a task with the same non-None key exists,
         nothing is written and ``(existing_task, False)`` is returned, also when two callers race.
+        A task id that already exists, a duplicate step name, or a step of another task raises
+        ValueError; a context or result that is not plain JSON raises TypeError naming it.
+        Nothing is written in either case.
         """
         ...
 
@@ -78,6 +81,8 @@ class Store(Protocol):
         the rest still apply. Each applied change appends a :class:`Transition` (``created_at`` =
         ``now``, next ``sort_key``, ``most_recent`` True, the previous one of that record False) and
         sets ``updated_at`` = ``now``; see StepChange and TaskChange for the other fields.
+        A payload (metadata, results) that is not plain JSON raises TypeError naming it, and
+        nothing of the batch is written.
 
         With ``atomic=True`` the batch is all or nothing: if any change loses its compare-and-set,
         nothing is written and every entry is False (the engine builds each tick's changes on
@@ -92,7 +97,8 @@ class Store(Protocol):
         ...
 
     def expired_leases(self, now: float, limit: int) -> list[Step]:
-        """Up to ``limit`` steps ``in_progress`` whose lease expired before ``now``."""
+        """Up to ``limit`` steps ``in_progress`` whose lease expired before ``now``, the longest
+        expired first (by ``lease_expires_at``, then task id and step index)."""
         ...
 
     def close(self) -> None:

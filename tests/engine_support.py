@@ -1,18 +1,28 @@
 """Helpers shared by the engine tests: building engines on a controlled clock, and the one
-assertion that every recorded history is a legal path of the spec's state tables."""
+assertion that every recorded history is a legal path of the spec's state tables (which lives in
+the conformance kit, ``pytest_tasker.assert_legal_history``, and is re-exported here)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from pytest_tasker import assert_legal_history
+
 from tasker_core import Config, Engine, ManualClock
-from tasker_core.fsm import STEP, TASK
-from tasker_core.models import Event, Transition
+from tasker_core.models import Event
 from tasker_core.protocols import Store
 from tasker_core.registry import Registry
 from tasker_core.templates import template_from_mapping
+
+__all__ = [
+    "Recorder",
+    "assert_legal_history",
+    "check_task_history",
+    "make_config",
+    "make_engine",
+    "workflow",
+]
 
 
 def make_config(**sections: Mapping[str, Any]) -> Config:
@@ -57,33 +67,6 @@ def make_engine(
     for data in templates:
         engine.register_template(template_from_mapping(data))
     return engine
-
-
-def assert_legal_history(
-    transitions: list[Transition], final_states: Mapping[str | None, str]
-) -> None:
-    """Each record's transitions chain from the initial state through legal moves to its state now.
-
-    ``final_states`` maps step name (None for the task) to its current state.
-    """
-    by_record: dict[str | None, list[Transition]] = defaultdict(list)
-    for t in sorted(transitions, key=lambda t: t.sort_key):
-        by_record[t.step].append(t)
-    for record, current in final_states.items():
-        machine = TASK if record is None else STEP
-        state = "pending"
-        history = by_record.get(record, [])
-        for t in history:
-            assert t.from_state == state, f"{record}: transition from {t.from_state}, was {state}"
-            assert machine.can(t.from_state, t.to_state), (
-                f"{record}: illegal {t.from_state}->{t.to_state}"
-            )
-            state = t.to_state
-        assert state == current, f"{record}: history ends in {state}, record says {current}"
-        if history:
-            assert [t.most_recent for t in history] == [False] * (len(history) - 1) + [True]
-    keys = [t.sort_key for t in transitions]
-    assert len(set(keys)) == len(keys), "sort keys must be unique"
 
 
 def check_task_history(engine: Engine, task_id: str) -> None:

@@ -80,7 +80,7 @@ class _Batch:
     starts: list[_InFlight] = attrs.Factory(list)
     """Jobs to submit once the batch is stored."""
     done_claims: list[Claim] = attrs.Factory(list)
-    """Queue claims of attempts recorded in this batch, acknowledged once it is stored."""
+    """Queue claims of the attempts this batch records (acknowledged before dispatch)."""
     touched: set[str] = attrs.Factory(set)
     finished: list[str] = attrs.Factory(list)
 
@@ -159,6 +159,8 @@ class Coordinator:
         now = self.clock.now()
         batch = _Batch()
         self._record(outcomes, now, batch)
+        if batch.done_claims:  # before dispatch: a step retried at once is enqueued again
+            self.queue.ack(batch.done_claims)
         self._release_due_retries(now)
         self._heartbeat(now)
         self._dispatch(now, batch)
@@ -549,8 +551,6 @@ class Coordinator:
     def _commit(self, batch: _Batch, now: float) -> None:
         """Store the batch atomically; then acknowledge, start, publish — or re-read and drop."""
         stored = not batch.changes or all(self.store.apply(batch.changes, now, atomic=True))
-        if batch.done_claims:
-            self.queue.ack(batch.done_claims)
         if not stored:
             log.info(
                 "tasks %s changed outside this engine; re-reading them",

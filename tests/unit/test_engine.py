@@ -594,3 +594,24 @@ def test_a_nan_result_is_a_step_error_not_a_broken_tick() -> None:
     steps = {s.name: s for s in engine.get_steps(task.id)}
     assert steps["x"].state == StepState.ERROR and steps["y"].results == 1.5
     assert steps["x"].error is not None and "NaN" in steps["x"].error.message
+
+
+@pytest.mark.parametrize(
+    "retry_after, backoff", [(0.0, "1s"), (None, "0s")], ids=["retry_after=0", "base=0s"]
+)
+def test_an_immediate_retry_runs_again(retry_after: float | None, backoff: str) -> None:
+    """A retry due at once is enqueued in the tick that records the failure (regression: the
+    queue still held the failed attempt's claim and swallowed the new item, hanging the run)."""
+
+    def flaky(ctx: StepContext) -> int:
+        if ctx.attempt < 3:
+            raise RetryableError("not yet", retry_after=retry_after)
+        return ctx.attempt
+
+    retry = {"max_attempts": 5, "backoff": {"base": backoff, "max": "1s"}}
+    engine = make_engine(
+        [workflow("now", steps_of({"a": []}, handler="t.flaky", retry=retry))], {"t.flaky": flaky}
+    )
+    task = engine.run(TaskRequest("test", "now"), timeout=30)
+    assert task.state == TaskState.COMPLETE
+    assert engine.get_steps(task.id)[0].attempts == 3

@@ -17,13 +17,11 @@ from tasker_core import SPEC_EVENTS_TOML, Event
 
 __all__ = ["catalogue", "event_batches", "events", "example_events", "field_values"]
 
-_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
 _floats = st.floats(allow_nan=False, allow_infinity=False, width=64)
 _json = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), _floats, _text),
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(_text, inner, max_size=4)
-    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_text, inner, max_size=4)),
     max_leaves=10,
 )
 

@@ -52,9 +52,7 @@ def history_problems(
                 problems.append(f"{where}: starts from {t.from_state!r}, but it was in {state!r}")
             if t.from_state not in machine.states or t.to_state not in machine.states:
                 problems.append(f"{where}: unknown state in {t.from_state!r}->{t.to_state!r}")
-            elif not machine.can(
-                machine.state_code(t.from_state), machine.state_code(t.to_state)
-            ):
+            elif not machine.can(machine.state_code(t.from_state), machine.state_code(t.to_state)):
                 problems.append(f"{where}: illegal move {t.from_state!r}->{t.to_state!r}")
             state = t.to_state
         if state != current:

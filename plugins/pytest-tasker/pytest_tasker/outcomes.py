@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from tasker_core.errors import TaskerError
+from tasker_core import TaskerError
 
 __all__ = ["Outcome", "outcome"]
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from tasker_core.errors import (
+from tasker_core import (
     CycleError,
     DuplicateStepError,
     InvalidTransitionError,

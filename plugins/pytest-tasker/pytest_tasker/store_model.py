@@ -174,7 +174,9 @@ class ModelStore:
             return [False] * len(changes)
         return expected
 
-    def heartbeat(self, task_id: str, steps: Sequence[str], owner: str, expires: float) -> list[bool]:
+    def heartbeat(
+        self, task_id: str, steps: Sequence[str], owner: str, expires: float
+    ) -> list[bool]:
         task = self.tasks[task_id]
         out = []
         for name in steps:

@@ -82,4 +82,3 @@ class SuiteBase:
                 + ", ".join(repr(m) for m in sorted(missing))
             )
         yield
-

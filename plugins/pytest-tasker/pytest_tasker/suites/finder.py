@@ -40,9 +40,7 @@ def _template(namespace: str, name: str, version: str, shape: int) -> dict[str, 
     """A template whose steps differ by version, so a wrong version is caught by its steps."""
     steps: list[dict[str, Any]] = [{"name": "start", "handler": f"{namespace}.start"}]
     for i in range(shape):
-        steps.append(
-            {"name": f"work_{i}", "handler": f"{namespace}.work", "depends_on": ["start"]}
-        )
+        steps.append({"name": f"work_{i}", "handler": f"{namespace}.work", "depends_on": ["start"]})
     steps.append(
         {
             "name": "finish",
@@ -121,9 +119,7 @@ class TemplateFinderSuite(SuiteBase):
             pytrace=False,
         )
 
-    def _check(
-        self, finder: TemplateFinder, templates: list[dict[str, Any]], query: Query
-    ) -> None:
+    def _check(self, finder: TemplateFinder, templates: list[dict[str, Any]], query: Query) -> None:
         found = finder.find(*query)
         want = _expected(templates, query)
         if want is None:

@@ -73,7 +73,7 @@ class QueueSuite(SuiteBase):
         """Random enqueues, claims, acks, nacks, extends and clock moves agree with the model."""
         ordered = self.has("ordering")
         run_state_machine_as_test(
-            lambda: QueueMachine(queue_factory(), ordered),
+            QueueMachine.bound(queue_factory, ordered),
             settings=machine_settings(self.machine_examples, self.machine_steps),
         )
 

@@ -7,8 +7,11 @@ that nobody re-claimed yet -- the model accepts either answer and follows the qu
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
+from collections.abc import Callable
+from typing import ClassVar, Self
 
 import attrs
 from hypothesis import strategies as st
@@ -57,11 +60,20 @@ def _key(item: WorkItem) -> tuple[str, str]:
 class QueueMachine(RuleBasedStateMachine):
     """Drives one queue; ``ordered`` checks visibility order of every claim batch."""
 
-    def __init__(self, queue: Queue, ordered: bool) -> None:
+    make_queue: ClassVar[Callable[[], Queue]]
+    ordered: ClassVar[bool] = False
+
+    @classmethod
+    def bound(cls, make_queue: Callable[[], Queue], ordered: bool) -> type[Self]:
+        """A subclass that runs on queues from ``make_queue`` (hypothesis wants a class)."""
+        attrs_ = {"make_queue": staticmethod(make_queue), "ordered": ordered}
+        return type(cls.__name__, (cls,), attrs_)
+
+    def __init__(self) -> None:
         super().__init__()
+        queue = type(self).make_queue()
         drain(queue)  # a previous (failed) example may have left items behind
         self.queue = queue
-        self.ordered = ordered
         self.prefix = uuid.uuid4().hex[:8]
         self.now = 1000.0
         self.entries: dict[tuple[str, str], Entry] = {}
@@ -69,10 +81,9 @@ class QueueMachine(RuleBasedStateMachine):
         self.counter = itertools.count()
 
     def teardown(self) -> None:
-        try:
+        # Best effort: the failure that matters was already reported by a rule.
+        with contextlib.suppress(Exception):
             drain(self.queue)
-        except Exception:  # the failure that matters was already reported by a rule
-            pass
 
     def _current(self, claim: Claim) -> bool | None:
         """True/False when the contract decides; None when either answer is allowed."""
@@ -116,8 +127,11 @@ class QueueMachine(RuleBasedStateMachine):
                 self.entries[_key(item)] = Entry(item, item.available_at)
         self.queue.enqueue(items)
 
-    @rule(owner=st.sampled_from(["w1", "w2"]), limit=st.integers(1, 4),
-          lease=st.sampled_from([2.0, 5.0]))
+    @rule(
+        owner=st.sampled_from(["w1", "w2"]),
+        limit=st.integers(1, 4),
+        lease=st.sampled_from([2.0, 5.0]),
+    )
     def claim(self, owner: str, limit: int, lease: float) -> None:
         visible = {
             k: t for k, e in self.entries.items() if (t := e.visible_time(self.now)) is not None
@@ -157,8 +171,14 @@ class QueueMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.claims))
     @rule(data=st.data())
     def ack(self, data: st.DataObject) -> None:
-        chosen = data.draw(st.lists(st.sampled_from(self.claims), min_size=1, max_size=3,
-                                    unique_by=lambda c: (_key(c.item), c.token)))
+        chosen = data.draw(
+            st.lists(
+                st.sampled_from(self.claims),
+                min_size=1,
+                max_size=3,
+                unique_by=lambda c: (_key(c.item), c.token),
+            )
+        )
         answers = self._check("ack", chosen, self.queue.ack(chosen))
         for claim, ok in zip(chosen, answers, strict=True):
             if ok:
@@ -167,8 +187,14 @@ class QueueMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.claims))
     @rule(data=st.data(), delay=st.sampled_from([0.0, 2.0, 6.0]))
     def nack(self, data: st.DataObject, delay: float) -> None:
-        chosen = data.draw(st.lists(st.sampled_from(self.claims), min_size=1, max_size=2,
-                                    unique_by=lambda c: (_key(c.item), c.token)))
+        chosen = data.draw(
+            st.lists(
+                st.sampled_from(self.claims),
+                min_size=1,
+                max_size=2,
+                unique_by=lambda c: (_key(c.item), c.token),
+            )
+        )
         answers = self._check("nack", chosen, self.queue.nack(chosen, delay, self.now))
         for claim, ok in zip(chosen, answers, strict=True):
             if ok:

@@ -44,8 +44,7 @@ class EventSinkSuite(SuiteBase):
     def sink(self) -> EventSink:
         """Override: return the event sink under test."""
         pytest.fail(
-            f"{type(self).__name__} must override the 'sink' fixture to build the sink under "
-            "test",
+            f"{type(self).__name__} must override the 'sink' fixture to build the sink under test",
             pytrace=False,
         )
 
@@ -92,8 +91,16 @@ class EventSinkSuite(SuiteBase):
     def test_a_large_batch(self, sink: EventSink) -> None:
         template = example_events()
         sent = [
-            Event(e.name, f"{e.id}-{i}", e.time + i, f"task-{i}", e.namespace, e.workflow,
-                  e.version, e.data)
+            Event(
+                e.name,
+                f"{e.id}-{i}",
+                e.time + i,
+                f"task-{i}",
+                e.namespace,
+                e.workflow,
+                e.version,
+                e.data,
+            )
             for i in range(40)
             for e in template
         ]
@@ -106,9 +113,10 @@ class EventSinkSuite(SuiteBase):
         """Random catalogue events (unicode, big numbers, nested payloads) in random batches."""
         sent: list[Event] = []
 
-        @given(batches=event_batches().map(lambda b: [b]) | event_batches().map(
-            lambda b: [b[: len(b) // 2], b[len(b) // 2 :]]
-        ))
+        @given(
+            batches=event_batches().map(lambda b: [b])
+            | event_batches().map(lambda b: [b[: len(b) // 2], b[len(b) // 2 :]])
+        )
         @settings(
             max_examples=examples(self.random_examples),
             deadline=None,

@@ -117,7 +117,7 @@ class StoreSuite(SuiteBase):
         """Random creates, batches, races, heartbeats and lease scans agree with the model."""
         caps = frozenset(self.capabilities)
         run_state_machine_as_test(
-            lambda: StoreMachine(store_factory(), caps),
+            StoreMachine.bound(store_factory, caps),
             settings=machine_settings(self.machine_examples, self.machine_steps),
         )
 
@@ -145,13 +145,13 @@ class StoreSuite(SuiteBase):
         with pytest.raises(TaskNotFoundError):
             store.get_steps("nope")
         with pytest.raises(TaskNotFoundError):
+            store.get_transitions("nope")
+        with pytest.raises(TaskNotFoundError):
             store.heartbeat("nope", ["s0"], "w1", 1.0)
 
     def test_idempotency_key_returns_the_existing_task(self, store: Store) -> None:
         first = _create(store, "t1", key="order-7")
-        found, is_new = store.create_task(
-            make_task("t2", key="order-7"), make_steps("t2", 5)
-        )
+        found, is_new = store.create_task(make_task("t2", key="order-7"), make_steps("t2", 5))
         assert not is_new
         assert found == first
         with pytest.raises(TaskNotFoundError):
@@ -219,7 +219,11 @@ class StoreSuite(SuiteBase):
         store.apply(
             [
                 StepChange(
-                    "t1", "s0", "in_progress", "error", error=StepError("Boom", "m"),
+                    "t1",
+                    "s0",
+                    "in_progress",
+                    "error",
+                    error=StepError("Boom", "m"),
                     next_retry_at=9.0,
                 )
             ],
@@ -357,9 +361,7 @@ class StoreSuite(SuiteBase):
     def test_wrong_from_state_loses_and_changes_nothing(self, store: Store) -> None:
         _create(store)
         before = _snapshot(store, "t1")
-        assert store.apply([StepChange("t1", "s0", "enqueued", "in_progress")], now=1.0) == [
-            False
-        ]
+        assert store.apply([StepChange("t1", "s0", "enqueued", "in_progress")], now=1.0) == [False]
         assert store.apply([TaskChange("t1", "in_progress", "complete")], now=1.0) == [False]
         assert _snapshot(store, "t1") == before, "a lost compare-and-set wrote something"
 
@@ -533,8 +535,10 @@ class StoreSuite(SuiteBase):
     def test_everything_survives_reopening(self, store: Store) -> None:
         _create(store, key="k")
         store.apply(
-            [*start_changes("t1", "s0"), StepChange("t1", "s0", "in_progress", "complete",
-                                                   results={"r": [1]})],
+            [
+                *start_changes("t1", "s0"),
+                StepChange("t1", "s0", "in_progress", "complete", results={"r": [1]}),
+            ],
             now=2.0,
         )
         before = _snapshot(store, "t1")
@@ -544,4 +548,3 @@ class StoreSuite(SuiteBase):
             assert again.create_task(make_task("t2", key="k"), make_steps("t2"))[1] is False
         finally:
             again.close()
-

@@ -11,7 +11,8 @@ import copy
 import itertools
 import threading
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar, Self
 
 import attrs
 from hypothesis import strategies as st
@@ -60,10 +61,19 @@ def _targets(machine: RefStateMachine, current: str) -> list[str]:
 class StoreMachine(RuleBasedStateMachine):
     """Drives one store; ``capabilities`` gates atomic batches and thread races."""
 
-    def __init__(self, store: Store, capabilities: frozenset[str]) -> None:
+    make_store: ClassVar[Callable[[], Store]]
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def bound(cls, make_store: Callable[[], Store], capabilities: frozenset[str]) -> type[Self]:
+        """A subclass that runs on stores from ``make_store`` (hypothesis wants a class)."""
+        attrs_ = {"make_store": staticmethod(make_store), "capabilities": capabilities}
+        return type(cls.__name__, (cls,), attrs_)
+
+    def __init__(self) -> None:
         super().__init__()
-        self.store = store
-        self.caps = capabilities
+        self.store = type(self).make_store()
+        self.caps = self.capabilities
         self.model = ModelStore()
         self.prefix = uuid.uuid4().hex[:10]
         self.counter = itertools.count()
@@ -117,16 +127,16 @@ class StoreMachine(RuleBasedStateMachine):
                 for t in machine.states
                 if not machine.can(machine.state_code(f), machine.state_code(t))
             ]
-            f, t = data.draw(st.sampled_from(pairs), label="illegal")
-            return attrs.evolve(change, from_state=f, to_state=t)
+            bad_from, bad_to = data.draw(st.sampled_from(pairs), label="illegal")
+            return attrs.evolve(change, from_state=bad_from, to_state=bad_to)
         if roll == 1:  # stale: a legal move from a state the record is not in
             legal = [
                 (machine.states[f], machine.states[t])
                 for _, f, t in machine.transitions()
                 if machine.states[f] != current
             ]
-            f, t = data.draw(st.sampled_from(legal), label="stale")
-            return attrs.evolve(change, from_state=f, to_state=t)
+            old_from, old_to = data.draw(st.sampled_from(legal), label="stale")
+            return attrs.evolve(change, from_state=old_from, to_state=old_to)
         targets = _targets(machine, current)
         if not targets:  # terminal: nothing legal leaves it, try a stale move instead
             _, f, t = machine.transitions()[0]
@@ -208,8 +218,13 @@ class StoreMachine(RuleBasedStateMachine):
 
         def racer(owner: str) -> None:
             change = StepChange(
-                tid, name, "enqueued", "in_progress", lease_owner=owner,
-                lease_expires_at=self.now + 10.0, expect_attempt=attempts,
+                tid,
+                name,
+                "enqueued",
+                "in_progress",
+                lease_owner=owner,
+                lease_expires_at=self.now + 10.0,
+                expect_attempt=attempts,
             )
             try:
                 barrier.wait()
@@ -229,7 +244,11 @@ class StoreMachine(RuleBasedStateMachine):
             f"{len(winners)} won ({sorted(winners)}); compare-and-set must let exactly one win"
         )
         change = StepChange(
-            tid, name, "enqueued", "in_progress", lease_owner=winners[0],
+            tid,
+            name,
+            "enqueued",
+            "in_progress",
+            lease_owner=winners[0],
             lease_expires_at=self.now + 10.0,
         )
         self.model.apply([change], self.now, atomic=False)
