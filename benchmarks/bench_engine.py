@@ -24,7 +24,7 @@ from tasker_core import Config, Engine, TaskRequest
 from tasker_core.registry import Registry
 from tasker_core.templates import template_from_mapping
 
-WORKERS = 8  # the default execution.max_concurrent_steps
+WORKERS = int(__import__("os").environ.get("BENCH_WORKERS", "8"))  # default max_concurrent_steps
 Shape = dict[str, list[str]]
 
 
