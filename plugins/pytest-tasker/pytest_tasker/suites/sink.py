@@ -50,8 +50,9 @@ class EventSinkSuite(SuiteBase):
 
     def read_back(self, sink: EventSink) -> list[Mapping[str, Any]]:
         """Override when claiming ``readable``: what the (closed) sink delivered, oldest first."""
-        raise NotImplementedError(
-            f"{type(self).__name__} claims 'readable' but does not override read_back()"
+        pytest.fail(
+            f"{type(self).__name__} claims 'readable' but does not override read_back()",
+            pytrace=False,
         )
 
     def _assert_delivered(self, sink: EventSink, sent: list[Event]) -> None:

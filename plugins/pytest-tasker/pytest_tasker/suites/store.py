@@ -107,8 +107,9 @@ class StoreSuite(SuiteBase):
 
     def reopen(self, store: Store) -> Store:
         """Override when claiming ``persistence``: close ``store``, open it again, return that."""
-        raise NotImplementedError(
-            f"{type(self).__name__} claims 'persistence' but does not override reopen()"
+        pytest.fail(
+            f"{type(self).__name__} claims 'persistence' but does not override reopen()",
+            pytrace=False,
         )
 
     # -- the model-based state machine ---------------------------------------------------------
