@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
 from tasker_core import __version__
+from tasker_core.cli_args import positive_int
 from tasker_core.cli_init import write_starter
 from tasker_core.cli_logging import configure_logging
 from tasker_core.cli_progress import Progress
@@ -188,7 +189,7 @@ def build_parser(host: PluginHost) -> argparse.ArgumentParser:
         choices=[s.value for s in TaskState],
         help="only tasks in these states",
     )
-    p.add_argument("--limit", "-n", type=_positive_int, default=50, help="most tasks to list")
+    p.add_argument("--limit", "-n", type=positive_int, default=50, help="most tasks to list")
     p = command("graph", "print a task's step graph, steps coloured by state", templates)
     p.add_argument("task_id", metavar="ID")
     p.add_argument("--format", "-f", choices=("mermaid", "dot"), default="mermaid")
@@ -235,16 +236,6 @@ def _add_globals(parser: argparse.ArgumentParser, default: Any) -> None:
         default=default or False,
         help="show tracebacks instead of one-line errors",
     )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 # --- the commands ------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import pluggy
 
+from tasker_core.cli_args import duration, positive_int
 from tasker_core.plugin.hookspecs import (
     PROJECT,
     EventSinkFactory,
@@ -65,5 +66,7 @@ __all__ = [
     "RegisterQueue",
     "RegisterStore",
     "StoreFactory",
+    "duration",
     "hookimpl",
+    "positive_int",
 ]

@@ -17,31 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from tasker_core import Engine, TaskerError, load_config
+from tasker_core.plugin import duration, positive_int
 
 __all__ = ["add_commands", "run_db", "run_worker"]
 
 EXIT_OK = 0
 EXIT_USAGE = 2
 _SUFFIXES = (".yml", ".yaml")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    from tasker_core import parse_duration
-
-    try:
-        return parse_duration(text)
-    except (TypeError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,19 +35,19 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     worker.add_argument(
         "--concurrency",
         "-n",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="steps run at once (default: execution.max_concurrent_steps)",
     )
     worker.add_argument(
         "--batch",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="most steps claimed per transaction (default: execution.batch_size)",
     )
     worker.add_argument(
         "--grace",
-        type=_seconds,
+        type=duration,
         default=30.0,
         help="on SIGTERM, how long running steps may finish (default 30s)",
     )

@@ -20,13 +20,13 @@ from pathlib import Path
 from types import FrameType
 
 from tasker_core import ConfigError, load_config
+from tasker_core.plugin import duration, positive_int
 
 from tasker_zmq.options import (
     DEFAULT_BACKEND,
     DEFAULT_FRONTEND,
     ZmqOptions,
     check_endpoint,
-    parse_duration,
 )
 
 __all__ = ["add_commands", "run_keygen", "run_proxy", "run_tail"]
@@ -74,10 +74,10 @@ def _add_tail(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="only events whose name starts with PREFIX (step., task.failed); repeatable",
     )
     _json_flag(tail, "print one JSON object per line (the wire payload)")
-    tail.add_argument("--count", type=_positive_int, metavar="N", help="exit after N events")
+    tail.add_argument("--count", type=positive_int, metavar="N", help="exit after N events")
     tail.add_argument(
         "--timeout",
-        type=_duration,
+        type=duration,
         metavar="DURATION",
         help="exit after this long (30s, 500ms); with --count, exit 1 if N did not arrive",
     )
@@ -123,7 +123,7 @@ def _add_proxy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     proxy.add_argument(
         "--hwm",
-        type=_positive_int,
+        type=positive_int,
         default=10000,
         metavar="N",
         help="messages queued per peer before dropping (default 10000)",
@@ -162,23 +162,6 @@ def _add_keygen(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     keygen.add_argument("--force", action="store_true", help="replace existing key files")
     _json_flag(keygen, "print the file paths and public key as JSON")
     keygen.set_defaults(run=run_keygen)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _fail(command: str, message: str) -> int:

@@ -8,14 +8,13 @@ key (``events.zmq.hwm``), so a typo stops the engine at start-up instead of sile
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
-from tasker_core import Config, ConfigError
+from tasker_core import Config, ConfigError, parse_duration
 
 __all__ = [
     "DEFAULT_BACKEND",
@@ -24,7 +23,6 @@ __all__ = [
     "CurveOptions",
     "ZmqOptions",
     "check_endpoint",
-    "parse_duration",
 ]
 
 SECTION = "events.zmq"
@@ -33,8 +31,6 @@ DEFAULT_FRONTEND = "tcp://127.0.0.1:5559"
 DEFAULT_BACKEND = "tcp://127.0.0.1:5560"
 """Where subscribers meet the proxy (``tasker events proxy --backend``)."""
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*")
-_UNIT_SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _TCP = re.compile(r"tcp://(?P<host>\[[^\]]+\]|[^:/\[\]]+):(?P<port>\*|\d+)")
 
 
@@ -99,21 +95,6 @@ class ZmqOptions:
         log_interval = reader.duration(raw, "log_interval", 10.0, positive=True)
         curve = reader.curve(raw.get("curve"), binds=bind is not None)
         return cls(publish, bind, hwm, linger, log_interval, curve)
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds in ``value``: a number, or text like ``250ms``, ``1s``, ``5m``, ``1h``."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like '1s' or '250ms', got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise ValueError(f"expected a duration like '1s' or '250ms', got {value!r}")
-    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
-        raise ValueError(f"expected a finite, non-negative duration, got {value!r}")
-    return seconds
 
 
 def check_endpoint(address: str, *, bind: bool) -> str | None:

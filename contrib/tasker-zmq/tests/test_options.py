@@ -8,13 +8,12 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tasker_core import Config, ConfigError
+from tasker_core import Config, ConfigError, parse_duration
 
 from tasker_zmq.options import (
     DEFAULT_FRONTEND,
     ZmqOptions,
     check_endpoint,
-    parse_duration,
 )
 
 
