@@ -124,12 +124,16 @@ class Coordinator:
         self._commands: stdqueue.SimpleQueue[Callable[[], None]] = stdqueue.SimpleQueue()
         self._next_heartbeat = 0.0
         self._finished = threading.Condition()
+        self._requested: set[str] = set()
+        """Tasks handed to track() whose load has not run yet (guarded by _finished)."""
         self._executor = Executor(ex.max_concurrent_steps, self._inbox.put)
 
     # -- commands from any thread -------------------------------------------------------------
 
     def track(self, task_id: str) -> None:
         """Start driving a stored task (resumes it from whatever state the store holds)."""
+        with self._finished:
+            self._requested.add(task_id)
         self._commands.put(lambda: self._load(task_id))
 
     def reload(self, task_id: str) -> None:
@@ -141,8 +145,11 @@ class Coordinator:
         return self._commands.empty()
 
     def wait_finished(self, task_id: str, timeout: float | None) -> bool:
+        """Wait until a tracked task is no longer being driven (finished, or dropped)."""
         with self._finished:
-            return self._finished.wait_for(lambda: task_id not in self.runs, timeout)
+            return self._finished.wait_for(
+                lambda: task_id not in self._requested and task_id not in self.runs, timeout
+            )
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -183,6 +190,14 @@ class Coordinator:
 
     def _load(self, task_id: str) -> None:
         """(Re)build a run from the store; fail attempts whose worker is gone."""
+        try:
+            self._build_run(task_id)
+        finally:
+            with self._finished:
+                self._requested.discard(task_id)
+                self._finished.notify_all()
+
+    def _build_run(self, task_id: str) -> None:
         task = self.store.get_task(task_id)
         self.runs.pop(task_id, None)
         if task.state not in (TaskState.PENDING, TaskState.IN_PROGRESS):

@@ -615,3 +615,25 @@ def test_an_immediate_retry_runs_again(retry_after: float | None, backoff: str) 
     task = engine.run(TaskRequest("test", "now"), timeout=30)
     assert task.state == TaskState.COMPLETE
     assert engine.get_steps(task.id)[0].attempts == 3
+
+
+def test_background_loop_runs_tasks_submitted_from_other_threads() -> None:
+    engine = make_engine(
+        [workflow("bg", steps_of(SHAPES["diamond"]))], {"t.echo": echo}, clock=None
+    )
+    engine.clock = engine.coordinator.clock = __import__("tasker_core").SystemClock()
+    engine.start()
+    try:
+        tasks = [
+            engine.submit_background(TaskRequest("test", "bg", context={"n": i})) for i in range(5)
+        ]
+        for task in tasks:
+            assert engine.coordinator.wait_finished(task.id, timeout=30)
+        assert {engine.get_task(t.id).state for t in tasks} == {TaskState.COMPLETE}
+        done = engine.run(TaskRequest("test", "bg", context={"n": 99}), timeout=30)
+        assert done.state == TaskState.COMPLETE  # run() waits on the background loop
+    finally:
+        engine.stop()
+    for task in tasks:
+        check_task_history(engine, task.id)
+    engine.close()
