@@ -195,10 +195,11 @@ class Engine:
 
     def run_task(self, task_id: str, timeout: float | None = None) -> Task:
         """Drive a stored task (new, waiting, interrupted or retried) to a final state."""
-        if self.store.get_task(task_id).state not in ACTIVE_TASK_STATES:
-            return self.store.get_task(task_id)
+        task = self.store.get_task(task_id)
+        if task.state not in ACTIVE_TASK_STATES:
+            return task
         self.coordinator.track(task_id)
-        self._drive_until(lambda: self._done(task_id), timeout, task_id)
+        self._drive_until(lambda: not self.coordinator.is_active(task_id), timeout, task_id)
         return self.store.get_task(task_id)
 
     def resume(self, timeout: float | None = None) -> list[Task]:
@@ -207,11 +208,10 @@ class Engine:
         for task in active:
             self.coordinator.track(task.id)
         ids = [t.id for t in active]
-        self._drive_until(lambda: all(self._done(i) for i in ids), timeout, None)
+        self._drive_until(
+            lambda: not any(self.coordinator.is_active(i) for i in ids), timeout, None
+        )
         return [self.store.get_task(i) for i in ids]
-
-    def _done(self, task_id: str) -> bool:
-        return task_id not in self.coordinator.runs and self.coordinator.idle_commands()
 
     def _drive_until(
         self, until: Callable[[], bool], timeout: float | None, task_id: str | None

@@ -9,7 +9,7 @@ from typing import Any
 
 from pytest_tasker import assert_legal_history
 
-from tasker_core import Config, Engine, ManualClock
+from tasker_core import Clock, Config, Engine, ManualClock
 from tasker_core.models import Event
 from tasker_core.protocols import Store
 from tasker_core.registry import Registry
@@ -51,7 +51,7 @@ def make_engine(
     templates: Iterable[Mapping[str, Any]],
     handlers: Mapping[str, Callable[..., Any]],
     *,
-    clock: ManualClock | None = None,
+    clock: Clock | None = None,
     store: Store | None = None,
     **sections: Mapping[str, Any],
 ) -> Engine:

@@ -140,16 +140,14 @@ class Coordinator:
         """Re-read a task another actor changed (cancel, retry, resolve)."""
         self._commands.put(lambda: self._load(task_id))
 
-    def idle_commands(self) -> bool:
-        """No command (track, reload) is waiting to be run by the loop."""
-        return self._commands.empty()
+    def is_active(self, task_id: str) -> bool:
+        """Whether the task is tracked: waiting to be loaded, or being driven."""
+        return task_id in self._requested or task_id in self.runs
 
     def wait_finished(self, task_id: str, timeout: float | None) -> bool:
         """Wait until a tracked task is no longer being driven (finished, or dropped)."""
         with self._finished:
-            return self._finished.wait_for(
-                lambda: task_id not in self._requested and task_id not in self.runs, timeout
-            )
+            return self._finished.wait_for(lambda: not self.is_active(task_id), timeout)
 
     # -- the loop -----------------------------------------------------------------------------
 

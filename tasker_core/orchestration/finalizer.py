@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from typing import Protocol
 
 from attrs import frozen
 
 from tasker_core.fsm import STEP, StepState
-from tasker_core.models import Step
+from tasker_core.models import Step, StepError
 from tasker_core.solver import WorkflowGraph
 
 
@@ -96,7 +97,24 @@ def evaluate(
     )
 
 
-def can_retry(step: Step) -> bool:
+class RetryFacts(Protocol):
+    """What the retry rule reads: a stored Step and the coordinator's StepView both have it."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def retryable(self) -> bool: ...
+    @property
+    def next_retry_at(self) -> float | None: ...
+    @property
+    def error(self) -> StepError | None: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def max_attempts(self) -> int: ...
+
+
+def can_retry(step: RetryFacts) -> bool:
     """An errored step that still has a scheduled retry (not failed for good)."""
     return (
         step.state == StepState.ERROR

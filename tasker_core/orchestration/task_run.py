@@ -14,7 +14,7 @@ from typing import Any
 
 from tasker_core.fsm import StepState
 from tasker_core.models import JSON, Step, Task
-from tasker_core.orchestration.finalizer import ExecutionContext, evaluate
+from tasker_core.orchestration.finalizer import ExecutionContext, can_retry, evaluate
 from tasker_core.solver import DependencyTracker, WorkflowGraph
 from tasker_core.templates import TaskTemplate
 
@@ -74,13 +74,7 @@ class StepView:
 
     def may_retry(self) -> bool:
         """In ``error`` with a retry scheduled and attempts left (not failed for good)."""
-        return (
-            self.state == ERROR
-            and self.retryable
-            and self.next_retry_at is not None
-            and (self.error is None or self.error.retryable)
-            and self.attempts < self.max_attempts
-        )
+        return can_retry(self)
 
 
 class TaskRun:

@@ -22,6 +22,7 @@ from tasker_core import (
     StaleStateError,
     StepChange,
     StepContext,
+    SystemClock,
     TaskRequest,
 )
 from tasker_core.fsm import StepState, TaskState
@@ -241,9 +242,8 @@ def test_sync_timeout_fails_the_attempt_and_retries() -> None:
             )
         ],
         {"t.slow": slow},
-        clock=None,
+        clock=SystemClock(),
     )
-    engine.clock = engine.coordinator.clock = __import__("tasker_core").SystemClock()
     task = engine.run(TaskRequest("test", "slow"), timeout=10)
     release.set()
     step = engine.get_steps(task.id)[0]
@@ -619,9 +619,8 @@ def test_an_immediate_retry_runs_again(retry_after: float | None, backoff: str) 
 
 def test_background_loop_runs_tasks_submitted_from_other_threads() -> None:
     engine = make_engine(
-        [workflow("bg", steps_of(SHAPES["diamond"]))], {"t.echo": echo}, clock=None
+        [workflow("bg", steps_of(SHAPES["diamond"]))], {"t.echo": echo}, clock=SystemClock()
     )
-    engine.clock = engine.coordinator.clock = __import__("tasker_core").SystemClock()
     engine.start()
     try:
         tasks = [
