@@ -164,6 +164,10 @@ class Coordinator:
         now = self.clock.now()
         batch = _Batch()
         self._record(outcomes, now, batch)
+        for task_id in batch.touched:
+            run = self.runs.get(task_id)
+            if run is not None:
+                run.settle_dependencies()
         if batch.done_claims:  # before dispatch: a step retried at once is enqueued again
             self.queue.ack(batch.done_claims)
         self._release_due_retries(now)

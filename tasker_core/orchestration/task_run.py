@@ -1,9 +1,9 @@
 """One running task as the coordinator sees it: step views, counters and the dependency tracker.
 
 The views mirror what the store holds (they change only after the store accepted a change), and the
-counters make the finalizer's question O(1). Readiness is incremental: a completed step asks the
-native tracker which children it unblocked, in O(out-degree); nothing here rescans all steps after
-the run was loaded.
+counters make the finalizer's question O(1). Readiness is incremental: the steps a tick completed
+are handed to the native tracker in one call, which answers which children they unblocked in
+O(out-degree) each; nothing here rescans all steps after the run was loaded.
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ class TaskRun:
         self.tracker: DependencyTracker = graph.tracker(
             [v.index for v in views if v.state in SATISFIED]
         )
+        self._newly_satisfied: list[int] = []
         self.candidates: set[int] = set()
         """Steps to look at on the next dispatch (unblocked children, due retries)."""
         self.dirty = True
@@ -125,11 +126,19 @@ class TaskRun:
         self.counts[state] += 1
         view.state = state
         if state in SATISFIED:
-            for child in self.tracker.mark_satisfied(view.index):
-                if self.views[child].state == PENDING:
-                    self.candidates.add(child)
+            self._newly_satisfied.append(view.index)
         self.retrying += int(view.may_retry()) - int(was_retrying)
         self.dirty = True
+
+    def settle_dependencies(self) -> None:
+        """Tell the tracker about the steps satisfied since the last call, in one native call
+        (O(out-degree) each), and make their newly unblocked pending children candidates."""
+        if self._newly_satisfied:
+            views = self.views
+            for child in self.tracker.mark_satisfied_many(self._newly_satisfied):
+                if views[child].state == PENDING:
+                    self.candidates.add(child)
+            self._newly_satisfied.clear()
 
     def is_ready(self, view: StepView, now: float) -> bool:
         if self.stop_on_failure and self.failed_permanently:
