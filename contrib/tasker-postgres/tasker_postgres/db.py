@@ -97,27 +97,43 @@ def transaction(pool: Engine) -> Iterator[psycopg.Cursor[Any]]:
 
 class DirectConnection:
     """One connection kept open by one thread (a worker's loop): no pool checkout per
-    transaction, which matters when a transaction is a single short round trip. A connection
-    that fails is dropped and the next transaction opens a new one."""
+    transaction, which matters when a transaction is a single short round trip. It is in
+    autocommit mode, so that a one-statement transaction (:meth:`statement`) is one round trip,
+    its commit included, instead of three (BEGIN, the statement, COMMIT). A connection that
+    fails is dropped and the next use opens a new one."""
 
     def __init__(self, url: str) -> None:
         self._conninfo = conninfo(url)
         self._conn: psycopg.Connection[Any] | None = None
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+        return self._conn
+
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Cursor[Any]]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._conninfo)
-        conn = self._conn
+        """A cursor in one explicit transaction (BEGIN ... COMMIT, or ROLLBACK on error)."""
+        conn = self._connect()
         try:
-            with conn.cursor() as cur:
+            with conn.transaction(), conn.cursor() as cur:
                 yield cur
-            conn.commit()
         except BaseException as exc:
             if conn.closed or isinstance(exc, psycopg.OperationalError):
                 self.close()
-            else:
-                conn.rollback()
+            raise
+
+    @contextmanager
+    def statement(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor for ONE statement, which is its own transaction (committed by the server
+        as it completes)."""
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                yield cur
+        except BaseException as exc:
+            if conn.closed or isinstance(exc, psycopg.OperationalError):
+                self.close()
             raise
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from attrs import frozen
 from psycopg import Connection
 from tasker_core import TaskerError
 
-from tasker_postgres.schema_sql import FUNCTIONS, TABLES
+from tasker_postgres.schema_sql import FUNCTIONS, SET_BASED, TABLES
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "current_version", "upgrade"]
 
@@ -34,6 +34,9 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1, "tasks, steps, transitions, queue; settle/claim/finalize functions", TABLES + FUNCTIONS
+    ),
+    Migration(
+        2, "set-based settle; exact-key lookups and generic plans in the functions", SET_BASED
     ),
 )
 

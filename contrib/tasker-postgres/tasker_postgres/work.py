@@ -136,6 +136,12 @@ class WorkTable:
             return self._direct.transaction()
         return transaction(self.pool)
 
+    def _one(self) -> AbstractContextManager[psycopg.Cursor[Any]]:
+        """For exactly one statement: on the direct connection, a single round trip."""
+        if self._direct is not None:
+            return self._direct.statement()
+        return transaction(self.pool)
+
     def close(self) -> None:
         if self._direct is not None:
             self._direct.close()
@@ -144,7 +150,7 @@ class WorkTable:
         """Claim up to ``limit`` enqueued steps, oldest visible first (never waits for locks)."""
         if limit <= 0:
             return []
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(_CLAIM, (owner, limit, until, now))
             return [_claimed(r) for r in cur.fetchall()]
 
@@ -182,7 +188,7 @@ class WorkTable:
             until,
         )
         result = SettleResult()
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(_SETTLE, params)
             for row in cur.fetchall():
                 kind = row[0]
@@ -197,7 +203,7 @@ class WorkTable:
     def due_tasks(self, now: float, limit: int, stop_on_failure: bool) -> list[str]:
         """Tasks to activate: new or woken (pending, due), manually changed, or with due
         retries."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(_DUE, {"now": now, "limit": limit, "stop": stop_on_failure})
             return sorted(r[0] for r in cur.fetchall())
 
@@ -247,7 +253,7 @@ class WorkTable:
         """Renew the leases ``owner`` still holds on these steps; the ones renewed."""
         if not keys:
             return set()
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(
                 "UPDATE tasker_steps s SET lease_expires_at = %s "
                 "FROM unnest(%s::text[], %s::text[]) AS k(t, n) "
@@ -260,7 +266,7 @@ class WorkTable:
     def expired(self, now: float, limit: int) -> list[Expired]:
         """Up to ``limit`` in-progress steps whose lease expired before ``now``."""
         cols = ", ".join(f"s.{c.strip()}" for c in rows.STEP_COLUMNS.split(","))
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(
                 f"SELECT {cols}, t.namespace, t.name, t.version FROM tasker_steps s "
                 "JOIN tasker_tasks t ON t.id = s.task_id WHERE s.state = 'in_progress' "
@@ -272,13 +278,13 @@ class WorkTable:
 
     def next_wake(self, now: float) -> float | None:
         """The earliest time a waiting task or a scheduled retry becomes due (None: none)."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(_NEXT_WAKE, {"now": now})
             row = cur.fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     def tasks(self, task_ids: Sequence[str]) -> dict[str, Task]:
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(
                 f"SELECT {rows.TASK_COLUMNS} FROM tasker_tasks WHERE id = ANY(%s)",
                 (list(task_ids),),
