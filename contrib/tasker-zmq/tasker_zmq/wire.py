@@ -11,9 +11,9 @@ docs/events-wire-format.md is the reference for non-Python consumers.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, TypeVar
 
 from tasker_core import Event
 
@@ -22,8 +22,15 @@ __all__ = ["WireError", "decode", "encode", "encode_payload", "reference_payload
 _reference = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _COMMON = frozenset(("name", "id", "time", "task_id", "namespace", "workflow", "version"))
 _CACHE_MAX = 4096
-# Encoded fragments, so the hot path mostly concatenates: per task, the fields all its events
-# share; per event name, the opening; per data key, its label.
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+_Encoder = Callable[[Event, str], bytes]
+_Bound = tuple[_Encoder, str]
+# Compiled encoders per (event name, data keys), and per (event name, task, data keys) that
+# encoder with the text the task's events share, so the hot path is one lookup and one format.
+_plans: dict[tuple[Any, ...], _Encoder] = {}
+_bound: dict[tuple[Any, ...], _Bound] = {}
 _heads: dict[tuple[str, str, str, str], str] = {}
 _openings: dict[str, str] = {}
 _labels: dict[str, str] = {}
@@ -45,24 +52,110 @@ def reference_payload(event: Event) -> bytes:
 
 
 def encode_payload(event: Event) -> bytes:
-    """Compact ASCII JSON of ``event.to_dict()``, without building the dict.
+    """Compact ASCII JSON of ``event.to_dict()``, byte-identical to :func:`reference_payload`.
 
-    The sink encodes every event it sends, so this is its hot path: the fields a task's events
-    share are encoded once per task, scalars are written directly, and anything else goes to the
-    standard encoder. The output is byte-identical to :func:`reference_payload` (tested).
+    The sink encodes every event it sends, so this is its hot path. Events of one name carry the
+    same data keys with values of the same types, so the first event of each (name, keys) shape
+    compiles an encoder for it: one f-string holding the constant text, with type checks that
+    send any event it does not fit to the general encoder. The fields a task's events share are
+    encoded once per task and shape.
     """
+    key = (event.name, event.task_id, event.namespace, event.workflow, event.version, *event.data)
+    bound = _bound.get(key)
+    if bound is None:
+        bound = _bind(event, key)
+    return bound[0](event, bound[1])
+
+
+def _bind(event: Event, key: tuple[Any, ...]) -> _Bound:
+    """The encoder and task text for events shaped like ``event``, remembered."""
+    keys = key[5:]
+    plan = _plans.get((event.name, *keys))
+    if plan is None:
+        plain = type(event.name) is str and all(type(k) is str for k in keys)
+        compiled = plain and _COMMON.isdisjoint(keys)
+        plan = _compile(event.name, keys, event.data) if compiled else _general_bound
+        _remember(_plans, (event.name, *keys), plan)
+    head = _heads.get(key[1:5])  # (task_id, namespace, workflow, version)
+    return _remember(_bound, key, (plan, _head(event) if head is None else head))
+
+
+def _compile(name: str, keys: tuple[str, ...], sample: dict[str, Any]) -> _Encoder:
+    """Generate ``encode(event, head)`` for one shape, specialised to the value types of
+    ``sample``.
+
+    str, int and float values are formatted directly (after an exact-type check, and a
+    finiteness check for floats, ``x - x == 0.0``); other values go through the standard
+    encoder. Generated source (as attrs and dataclasses do) because a loop over the fields
+    costs about as much as the formatting itself. Only generated names appear in the source:
+    keys and text reach it as values in its namespace.
+    """
+    namespace: dict[str, Any] = {
+        "_q": encode_basestring_ascii,
+        "_ref": _reference,
+        "_general": _general,
+        "_c0": '{"name":' + encode_basestring_ascii(name) + ',"id":',
+        "_c1": ',"time":',
+    }
+    parts = ["{_c0}{_q(i)}{_c1}{t!r}{head}"]
+    checks = ["type(i) is str", "type(t) is float", "t - t == 0.0"]
+    fetch = ""
+    for n, key in enumerate(keys):
+        v, kind = f"v{n}", type(sample[key])
+        namespace[f"_k{n}"] = key
+        namespace[f"_l{n}"] = "," + encode_basestring_ascii(key) + ":"
+        fetch += f"    {v} = data[_k{n}]\n"
+        if kind is str:
+            parts.append(f"{{_l{n}}}{{_q({v})}}")
+            checks.append(f"type({v}) is str")
+        elif kind is int:
+            parts.append(f"{{_l{n}}}{{{v}}}")
+            checks.append(f"type({v}) is int")
+        elif kind is float:
+            parts.append(f"{{_l{n}}}{{{v}!r}}")
+            checks += [f"type({v}) is float", f"{v} - {v} == 0.0"]
+        else:
+            parts.append(f"{{_l{n}}}{{_ref({v})}}")
+    source = (
+        "def encode(event, head):\n"
+        "    data = event.data\n"
+        "    i = event.id\n"
+        "    t = event.time\n"
+        f"{fetch}"
+        f"    if {' and '.join(checks)}:\n"
+        "        return f'" + "".join(parts) + "}}'.encode()\n"
+        "    return _general(event)\n"
+    )
+    exec(compile(source, f"<tasker_zmq encoder for {name!r}>", "exec"), namespace)
+    encoder: _Encoder = namespace["encode"]
+    return encoder
+
+
+def _general_bound(event: Event, head: str) -> bytes:
+    return _general(event)
+
+
+def _head(event: Event) -> str:
+    """The encoded fields every event of a task shares, remembered per task."""
+    key = (event.task_id, event.namespace, event.workflow, event.version)
+    if len(_heads) >= _CACHE_MAX:
+        _heads.clear()
+    _heads[key] = head = (
+        f',"task_id":{_reference(key[0])},"namespace":{_reference(key[1])}'
+        f',"workflow":{_reference(key[2])},"version":{_reference(key[3])}'
+    )
+    return head
+
+
+def _general(event: Event) -> bytes:
+    """Any event: cached fragments and scalars written directly, the rest by the standard
+    encoder. The path for shapes a compiled encoder does not fit."""
     data = event.data
     if not _COMMON.isdisjoint(data):
         return reference_payload(event)  # data overrides a common field: let to_dict decide
-    key = (event.task_id, event.namespace, event.workflow, event.version)
-    head = _heads.get(key)
+    head = _heads.get((event.task_id, event.namespace, event.workflow, event.version))
     if head is None:
-        if len(_heads) >= _CACHE_MAX:
-            _heads.clear()
-        head = _heads[key] = (
-            f',"task_id":{_quote(key[0])},"namespace":{_quote(key[1])}'
-            f',"workflow":{_quote(key[2])},"version":{_quote(key[3])}'
-        )
+        head = _head(event)
     opening = _openings.get(event.name)
     if opening is None:
         opening = _remember(_openings, event.name, '{"name":' + _quote(event.name) + ',"id":')
@@ -78,7 +171,7 @@ def encode_payload(event: Event) -> bytes:
     return "".join(parts).encode()
 
 
-def _remember(cache: dict[str, str], key: str, value: str) -> str:
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
     if len(cache) >= _CACHE_MAX:
         cache.clear()
     cache[key] = value

@@ -211,3 +211,50 @@ def test_wait_for_subscriptions_times_out_without_subscribers() -> None:
         assert 0.2 <= time.monotonic() - started < 5
     finally:
         sink.close()
+
+
+def test_without_any_subscriber_nothing_is_queued_and_all_is_counted(
+    make_engine: Callable[..., Engine],
+) -> None:
+    sink = bound_sink()
+    try:
+        engine = make_engine([], width=1)
+        events = [
+            engine.bus.make(
+                "task.created", task_id="t", namespace="n", workflow="w", version="1", time=1.0
+            )
+        ] * 5
+        sink.publish(events)
+        assert sink.queued() == 0
+        assert sink.stats()["no_subscriber"] == sink.dropped == 5
+    finally:
+        sink.close()
+
+
+def test_the_publisher_may_reuse_its_list_once_publish_returns(
+    make_engine: Callable[..., Engine],
+) -> None:
+    sink = bound_sink()
+    subscriber = Subscriber(sink.endpoint)
+    try:
+        assert sink.wait_for_subscriptions([""], timeout=10)
+        engine = make_engine([], width=1)
+        batch = [
+            engine.bus.make(
+                "custom.n",
+                task_id="t",
+                namespace="n",
+                workflow="w",
+                version="1",
+                time=1.0,
+                payload=i,
+            )
+            for i in range(50)
+        ]
+        sink.publish(batch)
+        batch.clear()  # the bus builds a new list per batch; other callers might not
+        got = receive_all(subscriber, 50)
+    finally:
+        subscriber.close()
+        sink.close()
+    assert [e["payload"] for e in got] == list(range(50))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -65,6 +66,55 @@ def test_the_fast_encoder_writes_what_the_standard_library_writes(
 ) -> None:
     event = Event(name, event_id, when, *common, extra)
     assert encode_payload(event) == reference_payload(event)
+
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=8),
+    st.floats(),  # NaN and infinities included: refused like the standard library refuses them
+    st.lists(st.integers(), max_size=2),
+)
+
+
+def same_outcome(event: Event) -> None:
+    """encode_payload writes what reference_payload writes, or fails where it fails."""
+    try:
+        expected = reference_payload(event)
+    except ValueError:
+        with pytest.raises(ValueError):
+            encode_payload(event)
+        return
+    assert encode_payload(event) == expected
+
+
+shapes = itertools.count()
+
+
+@given(
+    rows=st.lists(st.tuples(scalars, scalars), min_size=2, max_size=6),
+    when=st.floats(allow_nan=False, allow_infinity=False),
+)
+def test_one_shape_with_changing_value_types_still_encodes_like_the_standard_library(
+    rows: list[tuple[Any, Any]], when: float
+) -> None:
+    # The first event of a (name, keys) shape compiles an encoder for its value types; later
+    # events of the shape whose types differ must take the general path, not a wrong one.
+    key = f"k{next(shapes)}"  # a shape no earlier example compiled
+    for first, second in rows:
+        same_outcome(
+            Event("custom.shape", "id", when, "t", "ns", "wf", "1", {key: first, "b": second})
+        )
+
+
+@pytest.mark.parametrize(
+    "key",
+    ['x"); import os; ("', "{x}", "%s%d%%", "back\\slash\n", "é\u2028", "_keys[0]", "head"],
+)
+def test_names_and_keys_are_data_never_code_or_format(key: str) -> None:
+    for value in ("text", 7, 2.5, None, [key]):
+        same_outcome(Event(key, key, 1.5, key, key, key, key, {key: value, "k" + key: key}))
 
 
 @given(field=st.sampled_from(["name", "id", "time", "task_id", "version"]), value=json_values)
