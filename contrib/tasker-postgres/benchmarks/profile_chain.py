@@ -6,12 +6,17 @@ spent inside ``WorkTable.settle``/``claim`` round trips (client + server), and t
 execution time of every statement (nested statements of the PL/pgSQL functions included).
 
     python contrib/tasker-postgres/benchmarks/profile_chain.py [--chains 3] [--shape chain_200]
+
+``--cprofile N`` also profiles the worker's loop thread (cProfile) and prints its N most
+expensive functions by own time (the warm-up chain included).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import sys
 import threading
 import time
@@ -62,6 +67,7 @@ def main() -> None:
     parser.add_argument("--shape", default="chain_200")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--explain", metavar="FILE", help="write auto_explain plans here")
+    parser.add_argument("--cprofile", type=int, default=0, metavar="N")
     args = parser.parse_args()
     settings = dict(SETTINGS)
     if args.explain:
@@ -77,7 +83,16 @@ def main() -> None:
             for name in ("settle", "claim", "activate", "due_tasks", "next_wake", "tasks"):
                 setattr(worker.db, name, timed(calls, name, getattr(worker.db, name)))
             worker._tick = timed(calls, "loop tick", worker._tick)  # type: ignore[method-assign]
-            thread = threading.Thread(target=worker.run, daemon=True)
+            profiler = cProfile.Profile()
+
+            def run() -> None:
+                profiler.enable()
+                try:
+                    worker.run()
+                finally:
+                    profiler.disable()
+
+            thread = threading.Thread(target=run if args.cprofile else worker.run, daemon=True)
             thread.start()
             time.sleep(1.0)
             run_task(engine, args.shape)  # warm-up: plans cached, pages in memory
@@ -115,6 +130,9 @@ def main() -> None:
     print("functions (ms per step: total, self):")
     for name, count, total, self_time in funcs:
         print(f"  {name:24s} {count:6d}  {total / n:7.3f}  {self_time / n:7.3f}")
+    if args.cprofile:
+        print("the worker loop thread's own time per function (cProfile; inflated by profiling):")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.cprofile)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from psycopg import Connection
 from tasker_core import TaskerError
 
 from tasker_postgres.schema_sql import FUNCTIONS, SET_BASED, TABLES
+from tasker_postgres.schema_v3 import REPORTING
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "current_version", "upgrade"]
 
@@ -37,6 +38,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         2, "set-based settle; exact-key lookups and generic plans in the functions", SET_BASED
+    ),
+    Migration(
+        3, "functions that report their decisions (enqueues, retries, task moves)", REPORTING
     ),
 )
 

@@ -10,17 +10,26 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from attrs import define, field, frozen
 from tasker_core import JSON, Step, StepError, Task
 
 from tasker_postgres import rows
+from tasker_postgres.arrays import bool_array, float_array, int_array, text_array
 from tasker_postgres.db import DirectConnection, transaction
 from tasker_postgres.store import PostgresStore
 
-__all__ = ["ClaimedStep", "Expired", "SettleResult", "Settlement", "WorkTable"]
+__all__ = [
+    "Activation",
+    "ClaimedStep",
+    "Decision",
+    "Expired",
+    "SettleResult",
+    "Settlement",
+    "WorkTable",
+]
 
 Key = tuple[str, str]
 GraphFor = Callable[[Task], Sequence[tuple[Sequence[int], Sequence[int]]]]
@@ -55,6 +64,27 @@ class Settlement:
     reason: str = ""
     metadata: dict[str, JSON] = field(factory=dict)
     bump: int = 0
+    duration: float = 0.0
+    """Seconds the attempt took (0 for one that was reaped or released)."""
+
+
+class Decision(NamedTuple):
+    """A change the database made and reported (schema version 3), to publish as an event.
+
+    ``kind``: ``enqueued`` (``step`` dispatched as ``attempt``; ``detail`` ready or retry),
+    ``retry`` / ``permanent`` (a failure of ``step``'s ``attempt`` recorded; ``at`` is the
+    retry time), or ``move`` (the task ``detail``: started, completed with ``at`` its start
+    time, failed with ``steps`` the steps failed for good, waiting with ``at`` the earliest
+    retry).
+    """
+
+    kind: str
+    task_id: str
+    step: str | None
+    detail: str | None
+    attempt: int | None
+    at: float | None
+    steps: list[str] | None
 
 
 @define
@@ -64,6 +94,17 @@ class SettleResult:
     tasks: dict[str, str] = field(factory=dict)
     """State of each settled task afterwards."""
     claims: list[ClaimedStep] = field(factory=list)
+    decisions: list[Decision] = field(factory=list)
+    """What the settle decided besides the outcomes themselves, in the order it decided."""
+
+
+@define
+class Activation:
+    states: dict[str, str] = field(factory=dict)
+    """State of each activated task afterwards."""
+    decisions: list[Decision] = field(factory=list)
+    tasks: dict[str, Task] = field(factory=dict)
+    """The activated tasks as they were read (for the events' workflow fields)."""
 
 
 @frozen
@@ -78,7 +119,7 @@ class Expired:
 
 _SETTLE = (
     "SELECT kind, task_id, name, detail, idx, handler, attempts, max_attempts, retryable, "
-    "dependencies FROM tasker_settle(%s::text[], %s::text[], %s::int[], %s::bool[], "
+    "dependencies, at, steps FROM tasker_settle_v3(%s::text[], %s::text[], %s::int[], %s::bool[], "
     "%s::text[]::jsonb[], %s::text[]::jsonb[], %s::float8[], %s::text[]::jsonb[], %s::text[], "
     "%s::int[], %s::float8, %s::float8, %s::bool, %s::text, %s::int, %s::float8)"
 )
@@ -166,20 +207,22 @@ class WorkTable:
         expired_before: float | None = None,
     ) -> SettleResult:
         """Record outcomes, dispatch what they unblocked, finalize their tasks, claim more."""
-        params = (
-            [o.task_id for o in outcomes],
-            [o.step for o in outcomes],
-            [o.attempt for o in outcomes],
-            [o.ok for o in outcomes],
-            [
-                rows.encode(o.results, f"step {o.step!r} results") if o.ok else None
-                for o in outcomes
-            ],
-            [rows.encode_error(o.error) for o in outcomes],
-            [o.retry_at for o in outcomes],
-            [rows.encode(o.metadata, "metadata") or "{}" for o in outcomes],
-            [o.reason for o in outcomes],
-            [o.bump for o in outcomes],
+        params = (  # array literals: much cheaper to send than lists (see arrays.py)
+            text_array([o.task_id for o in outcomes]),
+            text_array([o.step for o in outcomes]),
+            int_array([o.attempt for o in outcomes]),
+            bool_array([o.ok for o in outcomes]),
+            text_array(
+                [
+                    rows.encode(o.results, f"step {o.step!r} results") if o.ok else None
+                    for o in outcomes
+                ]
+            ),
+            text_array([rows.encode_error(o.error) for o in outcomes]),
+            float_array([o.retry_at for o in outcomes]),
+            text_array([rows.encode(o.metadata, "metadata") or "{}" for o in outcomes]),
+            text_array([o.reason for o in outcomes]),
+            int_array([o.bump for o in outcomes]),
             expired_before,
             now,
             stop_on_failure,
@@ -193,11 +236,15 @@ class WorkTable:
             for row in cur.fetchall():
                 kind = row[0]
                 if kind == "claim":
-                    result.claims.append(_claimed((row[1], row[2], *row[4:])))
+                    result.claims.append(_claimed((row[1], row[2], *row[4:10])))
                 elif kind == "task":
                     result.tasks[row[1]] = row[3]
-                else:
+                elif kind == "lost":
                     result.lost.append((row[1], row[2]))
+                else:
+                    result.decisions.append(
+                        Decision(kind, row[1], row[2], row[3], row[6], row[10], row[11])
+                    )
         return result
 
     def due_tasks(self, now: float, limit: int, stop_on_failure: bool) -> list[str]:
@@ -215,12 +262,13 @@ class WorkTable:
         stop_on_failure: bool,
         graph_for: GraphFor,
         on_error: Callable[[str, Exception], None],
-    ) -> dict[str, str]:
+    ) -> Activation:
         """Lock the given tasks (skipping ones another worker holds), load graphs not loaded yet,
-        dispatch ready steps and due retries, and finalize; the resulting state per task."""
+        dispatch ready steps and due retries, and finalize: each task's state afterwards and
+        what was decided."""
+        out = Activation()
         if not task_ids:
-            return {}
-        out: dict[str, str] = {}
+            return out
         with self._tx() as cur:
             cur.execute(
                 f"SELECT {rows.TASK_COLUMNS}, graph_loaded FROM tasker_tasks "
@@ -243,10 +291,20 @@ class WorkTable:
                         (task.id, json.dumps(graph, separators=(",", ":"))),
                     )
                 ready.append(task.id)
+                out.tasks[task.id] = task
             for task_id in ready:
-                cur.execute("SELECT tasker_finalize(%s, %s, %s)", (task_id, now, stop_on_failure))
-                found = cur.fetchone()
-                out[task_id] = str(found[0]) if found else "unknown"
+                cur.execute(
+                    "SELECT kind, name, detail, attempt, at, steps "
+                    "FROM tasker_finalize_v3(%s, %s, %s, true)",
+                    (task_id, now, stop_on_failure),
+                )
+                for kind, name, detail, attempt, at, steps in cur.fetchall():
+                    if kind == "task":
+                        out.states[task_id] = detail
+                    else:
+                        out.decisions.append(
+                            Decision(kind, task_id, name, detail, attempt, at, steps)
+                        )
         return out
 
     def extend(self, owner: str, keys: Sequence[Key], until: float) -> set[Key]:

@@ -20,6 +20,9 @@ interval as the fallback and the earliest known retry/wake time as the deadline,
 becomes visible on time without busy polling. SIGTERM stops claiming, lets running handlers
 finish for up to ``grace`` seconds, settles them, and releases the rest (they are retried by
 another worker at once, the interrupted attempt given back).
+
+Lifecycle events are published after each transaction commits, from what it recorded and what
+the database reported deciding (:mod:`tasker_postgres.publish`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import logging
 import queue as stdqueue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from attrs import frozen
@@ -53,6 +56,7 @@ from tasker_core import (
 
 from tasker_postgres.db import is_transient
 from tasker_postgres.notify import Listener
+from tasker_postgres.publish import Publisher
 from tasker_postgres.store import PostgresStore
 from tasker_postgres.work import ClaimedStep, Expired, Settlement, SettleResult, WorkTable
 
@@ -155,6 +159,7 @@ class Worker:
         self._next_reap = 0.0
         self._next_wake: float | None = None
         self.stats = {"claimed": 0, "settled": 0, "lost": 0, "reaped": 0, "released": 0}
+        self.publish = Publisher(engine.bus, self._known_tasks)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -294,6 +299,7 @@ class Worker:
                 outcome.results,
                 reason="handler returned",
                 metadata=meta,
+                duration=outcome.duration,
             )
         error = outcome.error or StepError("Error", "unknown failure")
         retry_at = self._retry_at(
@@ -314,6 +320,7 @@ class Worker:
             retry_at=retry_at,
             reason=f"{error.error_class}: {error.message}",
             metadata=meta,
+            duration=outcome.duration,
         )
 
     def _retry_at(
@@ -360,7 +367,7 @@ class Worker:
                     claim=want if o.claim_on_settle else 0,
                     until=until,
                 )
-                self._settled(outcomes, result)
+                self._settled(outcomes, result, now)
                 claims = result.claims
                 if not o.claim_on_settle and want > 0:
                     claims = self.db.claim(self.owner, want, until, now)
@@ -373,7 +380,8 @@ class Worker:
         if claims:
             self._start(claims, now)
 
-    def _settled(self, outcomes: Sequence[Settlement], result: SettleResult) -> None:
+    def _settled(self, outcomes: Sequence[Settlement], result: SettleResult, now: float) -> None:
+        """Bookkeeping and events after a settle committed."""
         self.stats["settled"] += len(outcomes) - len(result.lost)
         self.stats["lost"] += len(result.lost)
         for task_id, step in result.lost:
@@ -383,29 +391,20 @@ class Worker:
                 task_id,
                 step,
             )
-        for task_id, state in result.tasks.items():
+        self.publish.settled(outcomes, result.lost, result.decisions, now)
+        self._forget_finished(result.tasks)
+
+    def _forget_finished(self, states: Mapping[str, str]) -> None:
+        for task_id, state in states.items():
             if state in ("complete", "error"):
                 log.info("task %s %s", task_id, "completed" if state == "complete" else "failed")
                 self._tasks.pop(task_id, None)
-                self._emit_task(task_id, state)
-        if self.engine.bus.listening:
-            lost = set(result.lost)
-            for o in outcomes:
-                if (o.task_id, o.step) not in lost:
-                    self._emit(
-                        o.task_id,
-                        "step.completed" if o.ok else "step.failed",
-                        step=o.step,
-                        attempt=o.attempt,
-                    )
 
     def _start(self, claims: Sequence[ClaimedStep], now: float) -> None:
         self.stats["claimed"] += len(claims)
         missing = sorted({c.task_id for c in claims if c.task_id not in self._tasks})
         if missing:
-            if len(self._tasks) > _TASK_CACHE:
-                self._tasks.clear()
-            self._tasks.update(self.db.tasks(missing))
+            self._cache(self.db.tasks(missing))
         for claim in claims:
             log.debug("claimed %s/%s attempt %d", claim.task_id, claim.name, claim.attempt)
             try:
@@ -419,7 +418,7 @@ class Worker:
             with self._running_lock:
                 self._running[(claim.task_id, claim.name)] = _Running(claim, job)
             self._executor.submit(job)
-            self._emit(claim.task_id, "step.started", step=claim.name, attempt=claim.attempt)
+        self.publish.started(claims, now)
 
     def _job(self, claim: ClaimedStep, now: float) -> Job:
         task = self._tasks[claim.task_id]
@@ -440,7 +439,7 @@ class Worker:
             step_config=dict(spec.config),
             dependencies=claim.dependencies,
             logger=logging.LoggerAdapter(_step_log, {"task_id": task.id, "step": claim.name}),
-            publish=functools.partial(self._custom_event, task.id, claim.name),
+            publish=functools.partial(self._custom_event, task, claim.name),
         )
         return Job(
             task.id,
@@ -476,14 +475,16 @@ class Worker:
             def graph_for(task: Task) -> list[tuple[list[int], list[int]]]:
                 return self._workflow(task).graph()
 
-            states = self.db.activate(
+            done = self.db.activate(
                 due,
                 now,
                 stop_on_failure=o.stop_on_failure,
                 graph_for=graph_for,
                 on_error=self._activation_failed,
             )
-            for task_id, state in states.items():
+            self._cache(done.tasks)
+            self.publish.activated(done.decisions, now)
+            for task_id, state in done.states.items():
                 self._broken.pop(task_id, None)
                 log.log(
                     logging.INFO if state in ("complete", "error") else logging.DEBUG,
@@ -492,7 +493,7 @@ class Worker:
                     state,
                 )
                 if state in ("complete", "error"):
-                    self._emit_task(task_id, state)
+                    self._tasks.pop(task_id, None)
             self._look_for_work = True
             self._look_for_tasks = len(due) >= o.batch_size
         self._next_wake = self.db.next_wake(now)
@@ -534,9 +535,8 @@ class Worker:
         self.stats["reaped"] += reaped
         if reaped:
             log.warning("failed %d step(s) whose worker stopped heartbeating", reaped)
-        for task_id, state in result.tasks.items():
-            if state in ("complete", "error"):
-                self._emit_task(task_id, state)
+        self.publish.settled(outcomes, result.lost, result.decisions, now)
+        self._forget_finished(result.tasks)
         self._look_for_work = True
 
     def _lost_attempt(self, expired: Expired) -> Settlement:
@@ -547,7 +547,7 @@ class Worker:
             f"attempt {step.attempts}",
         )
         if step.task_id not in self._tasks:
-            self._tasks.update(self.db.tasks([step.task_id]))
+            self._cache(self.db.tasks([step.task_id]))
         retry_at = self._retry_at(
             step.task_id, step.name, step.attempts, step.max_attempts, step.retryable, None
         )
@@ -606,13 +606,11 @@ class Worker:
             if not outcomes:
                 break
             try:
+                at = self.clock.now()
                 result = self.db.settle(
-                    outcomes,
-                    self.clock.now(),
-                    stop_on_failure=self.options.stop_on_failure,
-                    owner=self.owner,
+                    outcomes, at, stop_on_failure=self.options.stop_on_failure, owner=self.owner
                 )
-                self._settled(outcomes, result)
+                self._settled(outcomes, result, at)
                 break
             except Exception as exc:
                 if not is_transient(exc) or attempt == 4:
@@ -627,30 +625,20 @@ class Worker:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def _emit(self, task_id: str, name: str, **data: JSON) -> None:
-        bus = self.engine.bus
-        task = self._tasks.get(task_id)
-        if not bus.listening or task is None:
-            return
-        bus.emit(
-            [
-                bus.make(
-                    name,
-                    task_id=task_id,
-                    namespace=task.namespace,
-                    workflow=task.name,
-                    version=task.version,
-                    time=self.clock.now(),
-                    **data,
-                )
-            ]
-        )
+    def _cache(self, tasks: Mapping[str, Task]) -> None:
+        if len(self._tasks) + len(tasks) > _TASK_CACHE:
+            self._tasks.clear()
+        self._tasks.update(tasks)
 
-    def _emit_task(self, task_id: str, state: str) -> None:
-        self._emit(task_id, "task.completed" if state == "complete" else "task.failed")
+    def _known_tasks(self, task_ids: Sequence[str]) -> Mapping[str, Task]:
+        """The tasks (for the events' workflow fields); reads the ones not cached (loop only)."""
+        missing = [t for t in task_ids if t not in self._tasks]
+        if missing:
+            self._cache(self.db.tasks(missing))
+        return self._tasks
 
-    def _custom_event(self, task_id: str, step: str, name: str, payload: JSON) -> None:
-        self._emit(task_id, f"custom.{name}", step=step, payload=payload)
+    def _custom_event(self, task: Task, step: str, name: str, payload: JSON) -> None:
+        self.publish.custom(task, step, name, payload, self.clock.now())
 
 
 def _one_line(exc: BaseException) -> str:

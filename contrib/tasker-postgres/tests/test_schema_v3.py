@@ -1,0 +1,141 @@
+"""Schema version 3: upgrading a version-2 database with work in flight, while a version-2
+worker keeps settling (version 3 only adds functions), and what the new settle reports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from tasker_core import Event, TaskRequest
+
+from tasker_postgres import store as store_module
+from tasker_postgres.db import conninfo
+from tasker_postgres.harness import Harness
+from tasker_postgres.schema import MIGRATIONS, current_version, upgrade
+from tasker_postgres.work import Decision, Settlement, WorkTable
+from tasker_postgres.worker import Worker, WorkerOptions
+
+# a, b -> c -> d
+TEMPLATE: dict[str, Any] = {
+    "namespace": "v3",
+    "name": "join",
+    "version": "1.0.0",
+    "steps": [
+        {"name": "a", "handler": "ok"},
+        {"name": "b", "handler": "ok"},
+        {"name": "c", "handler": "ok", "depends_on": ["a", "b"]},
+        {"name": "d", "handler": "ok", "depends_on": ["c"]},
+    ],
+}
+GRAPH = [[[], [2]], [[], [2]], [[0, 1], [3]], [[2], []]]
+
+# Version 2's settle, exactly as a version-2 worker calls it.
+V2_SETTLE = (
+    "SELECT kind, task_id, name, detail FROM tasker_settle(ARRAY[%s], ARRAY[%s], ARRAY[%s], "
+    "ARRAY[true], ARRAY[%s::jsonb], ARRAY[NULL::jsonb], ARRAY[NULL::float8], ARRAY['{}'::jsonb], "
+    "ARRAY['handler returned'], ARRAY[0], NULL, %s, false, 'old-worker', 0, 0)"
+)
+
+
+def test_version_2_is_frozen() -> None:
+    """Databases at version 2 never see an edit of it: a later change is a new version."""
+    digest = hashlib.sha256(MIGRATIONS[1].sql.encode()).hexdigest()
+    assert digest == "8d37489032fe634313761b45943ca7b1b3fccc0e113cae5b2f02e27e59a85d61"
+
+
+def _empty_at_version_2(url: str) -> None:
+    with psycopg.connect(conninfo(url)) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+        conn.execute(
+            "CREATE TABLE tasker_schema_version (version integer PRIMARY KEY, "
+            "description text NOT NULL, applied_at double precision NOT NULL)"
+        )
+        for migration in MIGRATIONS[:2]:
+            conn.execute(migration.sql.encode())
+            conn.execute(
+                "INSERT INTO tasker_schema_version VALUES (%s, 'test', 0)", (migration.version,)
+            )
+        conn.commit()
+
+
+def test_upgrade_from_version_2_with_work_in_flight(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _empty_at_version_2(pg_url)
+    monkeypatch.setattr(store_module, "LATEST_VERSION", 2)  # to submit into the old database
+    harness = Harness(pg_url)
+    harness.handlers["ok"] = lambda ctx: ctx.step
+    harness.templates.append(TEMPLATE)
+    try:
+        engine = harness.engine()
+        task_id = engine.submit(TaskRequest("v3", "join")).id
+        db = WorkTable(engine.store)  # type: ignore[arg-type]
+        now = time.time()
+        with psycopg.connect(conninfo(pg_url)) as conn:  # a version-2 worker activates it
+            conn.execute("SELECT tasker_load_graph(%s, %s::jsonb)", (task_id, json.dumps(GRAPH)))
+            assert conn.execute(
+                "SELECT tasker_finalize(%s, %s, false)", (task_id, now)
+            ).fetchone() == ("in_progress",)
+            conn.commit()
+        claims = {c.name: c for c in db.claim("old-worker", 5, now + 30, now)}
+        assert sorted(claims) == ["a", "b"]
+        with psycopg.connect(conninfo(pg_url)) as conn:
+            assert current_version(conn) == 2
+            assert upgrade(conn, "test") == [3]
+            assert upgrade(conn, "test") == []
+            assert current_version(conn) == 3
+            # The version-2 worker, still running, settles its attempt of a with version 2's
+            # function: version 3 left it in place.
+            rows = conn.execute(
+                V2_SETTLE, (task_id, "a", claims["a"].attempt, '"a"', time.time())
+            ).fetchall()
+            conn.commit()
+        assert rows == [("task", task_id, None, "in_progress")]
+        monkeypatch.undo()
+        # This code settles b with version 3's settle, which reports c enqueued and claims it.
+        at = time.time()
+        result = db.settle(
+            [Settlement(task_id, "b", claims["b"].attempt, True, results="b")],
+            at,
+            stop_on_failure=False,
+            owner="new-worker",
+            claim=1,
+            until=at + 30,
+        )
+        assert result.lost == [] and result.tasks == {task_id: "in_progress"}
+        assert result.decisions == [Decision("enqueued", task_id, "c", "ready", 1, None, None)]
+        (claim,) = result.claims
+        assert (claim.name, claim.dependencies) == ("c", {"a": "a", "b": "b"})
+        db.settle(
+            [Settlement(task_id, "c", claim.attempt, True, results="c")],
+            time.time(),
+            stop_on_failure=False,
+            owner="new-worker",
+        )
+        # A version-3 worker finishes the task and publishes its events.
+        worker_engine = harness.engine()
+        seen: list[Event] = []
+        worker_engine.subscribe("*", seen.append)
+        options = WorkerOptions(concurrency=4, lease=2.0, heartbeat_interval=0.3, poll_interval=0.2)
+        worker = Worker(worker_engine, options)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        harness.workers.append((worker, thread))
+        (task,) = harness.wait_done(engine, [task_id])
+        assert task.state == "complete"
+        assert [s.results for s in engine.get_steps(task_id)] == ["a", "b", "c", "d"]
+        assert worker_engine.flush_events(5)
+        assert [(e.name, e.data.get("step")) for e in seen] == [
+            ("step.started", "d"),
+            ("step.completed", "d"),
+            ("task.completed", None),
+        ]
+        db.close()
+    finally:
+        harness.close()
