@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         UnknownDependencyError,
         UnknownStateError,
     )
+    from tasker_core.events import EventBus
     from tasker_core.fsm import (
         SPEC_EVENTS_TOML,
         SPEC_STATES_TOML,
@@ -115,6 +116,7 @@ _EXPORTS: dict[str, str] = {
     "DuplicateStepError": "tasker_core.errors",
     "Engine": "tasker_core.engine",
     "Event": "tasker_core.models",
+    "EventBus": "tasker_core.events",
     "EventSink": "tasker_core.protocols",
     "ExecutionContext": "tasker_core.orchestration.finalizer",
     "GraphError": "tasker_core.errors",
@@ -189,6 +191,7 @@ __all__ = [
     "DuplicateStepError",
     "Engine",
     "Event",
+    "EventBus",
     "EventSink",
     "ExecutionContext",
     "Executor",

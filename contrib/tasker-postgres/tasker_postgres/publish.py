@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from tasker_core import JSON, Event, Task
-from tasker_core.events import EventBus
+from tasker_core import JSON, Event, EventBus, Task
 
 from tasker_postgres.work import ClaimedStep, Decision, Settlement
 
