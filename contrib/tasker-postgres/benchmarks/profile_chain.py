@@ -9,6 +9,10 @@ execution time of every statement (nested statements of the PL/pgSQL functions i
 
 ``--cprofile N`` also profiles the worker's loop thread (cProfile) and prints its N most
 expensive functions by own time (the warm-up chain included).
+
+``--compare ROUNDS`` instead compares the settle functions of schema versions 3 and 4 on the
+same cluster and worker: each round measures the floor, then one chain with each (in
+alternating order), and the script prints every figure and the medians.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import cProfile
 import os
 import pstats
+import statistics
 import sys
 import threading
 import time
@@ -25,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from bench_postgres import make_engine, run_task
+from bench_postgres import floor, make_engine, run_task
 
 from tasker_postgres.db import conninfo
 from tasker_postgres.testing import TempCluster, fresh_database
@@ -68,7 +73,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--explain", metavar="FILE", help="write auto_explain plans here")
     parser.add_argument("--cprofile", type=int, default=0, metavar="N")
+    parser.add_argument("--compare", type=int, default=0, metavar="ROUNDS")
     args = parser.parse_args()
+    if args.compare:
+        compare(args.compare, args.shape, args.steps)
+        return
     settings = dict(SETTINGS)
     if args.explain:
         settings.update(EXPLAIN)
@@ -133,6 +142,54 @@ def main() -> None:
     if args.cprofile:
         print("the worker loop thread's own time per function (cProfile; inflated by profiling):")
         pstats.Stats(profiler).sort_stats("tottime").print_stats(args.cprofile)
+
+
+def compare(rounds: int, shape: str, steps: int) -> None:
+    """Per-step time of a chain settled by tasker_settle_v3 and _v4, interleaved, with the
+    floor measured before each round."""
+    settings = {"shared_preload_libraries": "'pg_stat_statements'"}
+    with TempCluster(durable=True, settings=settings) as cluster:
+        url = fresh_database(cluster, "ab")
+        admin = psycopg.connect(conninfo(url), autocommit=True)
+        admin.execute("CREATE EXTENSION pg_stat_statements")
+        engine = make_engine(url)
+        worker_engine = make_engine(url)
+        worker = Worker(worker_engine, WorkerOptions.from_engine(worker_engine))
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        time.sleep(1.0)
+        for version in (3, 4):  # warm-up: plans cached, pages in memory
+            worker.db.settle_version = version
+            run_task(engine, shape)
+        admin.execute("SELECT pg_stat_statements_reset()")
+        per: dict[str, list[float]] = defaultdict(list)
+        for r in range(rounds):
+            per["floor"].append(floor(url, 500))
+            for version in (3, 4) if r % 2 == 0 else (4, 3):
+                worker.db.settle_version = version
+                per[f"v{version}"].append(run_task(engine, shape) / steps)
+            print(
+                f"round {r + 1}: floor {per['floor'][-1] * 1e3:.3f} ms, "
+                f"v3 {per['v3'][-1] * 1e3:.3f} ms/step, v4 {per['v4'][-1] * 1e3:.3f} ms/step",
+                flush=True,
+            )
+        server = admin.execute(
+            "SELECT substring(query from 'tasker_settle_v[0-9]'), mean_exec_time, calls "
+            "FROM pg_stat_statements WHERE query LIKE '%%FROM tasker_settle_v%%' ORDER BY 1"
+        ).fetchall()
+        admin.close()
+        worker.stop()
+        thread.join(10)
+        worker_engine.close()
+        engine.close()
+    for name, mean, calls in server:
+        print(f"server time of a settle, {name}: {mean:.3f} ms (mean of {calls} calls)")
+    med = {k: statistics.median(v) for k, v in per.items()}
+    print(
+        f"median of {rounds}: floor {med['floor'] * 1e3:.3f} ms; "
+        f"v3 {med['v3'] * 1e3:.3f} ms/step ({med['v3'] / med['floor']:.2f}x); "
+        f"v4 {med['v4'] * 1e3:.3f} ms/step ({med['v4'] / med['floor']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

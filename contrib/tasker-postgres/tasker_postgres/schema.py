@@ -18,6 +18,7 @@ from tasker_core import TaskerError
 
 from tasker_postgres.schema_sql import FUNCTIONS, SET_BASED, TABLES
 from tasker_postgres.schema_v3 import REPORTING
+from tasker_postgres.schema_v4 import FAST_SETTLE
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "current_version", "upgrade"]
 
@@ -42,6 +43,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         3, "functions that report their decisions (enqueues, retries, task moves)", REPORTING
     ),
+    Migration(4, "settle of successful outcomes in four statements", FAST_SETTLE),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

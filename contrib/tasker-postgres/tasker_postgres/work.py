@@ -117,12 +117,15 @@ class Expired:
     version: str
 
 
-_SETTLE = (
-    "SELECT kind, task_id, name, detail, idx, handler, attempts, max_attempts, retryable, "
-    "dependencies, at, steps FROM tasker_settle_v3(%s::text[], %s::text[], %s::int[], %s::bool[], "
-    "%s::text[]::jsonb[], %s::text[]::jsonb[], %s::float8[], %s::text[]::jsonb[], %s::text[], "
-    "%s::int[], %s::float8, %s::float8, %s::bool, %s::text, %s::int, %s::float8)"
-)
+_SETTLE = {
+    version: "SELECT kind, task_id, name, detail, idx, handler, attempts, max_attempts, "
+    f"retryable, dependencies, at, steps FROM tasker_settle_v{version}(%s::text[], %s::text[], "
+    "%s::int[], %s::bool[], %s::text[]::jsonb[], %s::text[]::jsonb[], %s::float8[], "
+    "%s::text[]::jsonb[], %s::text[], %s::int[], %s::float8, %s::float8, %s::bool, %s::text, "
+    "%s::int, %s::float8)"
+    for version in (3, 4)
+}
+"""The settle of each schema version that has one returning decisions (same rows)."""
 _CLAIM = (
     "SELECT task_id, name, idx, handler, attempts, max_attempts, retryable, dependencies "
     "FROM tasker_claim(%s, %s, %s, %s)"
@@ -166,6 +169,9 @@ class WorkTable:
     By default every call checks out a pooled connection (thread-safe). With ``direct=True`` it
     keeps one connection of its own instead, for the single thread of a worker's loop.
     """
+
+    settle_version = 4
+    """Which ``tasker_settle_v*`` :meth:`settle` calls (3 only to compare the two)."""
 
     def __init__(self, store: PostgresStore, *, direct: bool = False) -> None:
         self.store = store
@@ -232,7 +238,7 @@ class WorkTable:
         )
         result = SettleResult()
         with self._one() as cur:
-            cur.execute(_SETTLE, params)
+            cur.execute(_SETTLE[self.settle_version], params)
             for row in cur.fetchall():
                 kind = row[0]
                 if kind == "claim":

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from tasker_core import Event, TaskRequest
 
+from tasker_postgres import schema as schema_module
 from tasker_postgres import store as store_module
 from tasker_postgres.db import conninfo
 from tasker_postgres.harness import Harness
@@ -87,6 +88,8 @@ def test_upgrade_from_version_2_with_work_in_flight(
         assert sorted(claims) == ["a", "b"]
         with psycopg.connect(conninfo(pg_url)) as conn:
             assert current_version(conn) == 2
+            monkeypatch.setattr(schema_module, "MIGRATIONS", MIGRATIONS[:3])  # up to 3 only
+            monkeypatch.setattr(schema_module, "LATEST_VERSION", 3)
             assert upgrade(conn, "test") == [3]
             assert upgrade(conn, "test") == []
             assert current_version(conn) == 3
@@ -99,6 +102,7 @@ def test_upgrade_from_version_2_with_work_in_flight(
         assert rows == [("task", task_id, None, "in_progress")]
         monkeypatch.undo()
         # This code settles b with version 3's settle, which reports c enqueued and claims it.
+        db.settle_version = 3
         at = time.time()
         result = db.settle(
             [Settlement(task_id, "b", claims["b"].attempt, True, results="b")],
@@ -118,7 +122,10 @@ def test_upgrade_from_version_2_with_work_in_flight(
             stop_on_failure=False,
             owner="new-worker",
         )
-        # A version-3 worker finishes the task and publishes its events.
+        # The database goes on to the latest version; a current worker finishes the task and
+        # publishes its events.
+        with psycopg.connect(conninfo(pg_url)) as conn:
+            assert upgrade(conn, "test") == [m.version for m in MIGRATIONS[3:]]
         worker_engine = harness.engine()
         seen: list[Event] = []
         worker_engine.subscribe("*", seen.append)
