@@ -33,9 +33,11 @@ from tasker_core.errors import TaskerError
 
 metadata = MetaData()
 
-# ``last_transition_id`` (tasks, steps) points at the record's most recent transition, so that a
-# batch flips the previous one by primary key instead of searching for it. Transition ids are
-# AUTOINCREMENT (never reused) and assigned by the writer, which holds the write lock.
+# ``last_transition_id`` (tasks, steps) points at the record's most recent transition. Since schema
+# version 2 it is the one source of a transition's ``most_recent`` flag (derived when read), so
+# recording a transition never rewrites an older row. Transition ids are assigned by the writer,
+# which holds the write lock, as one more than the largest id: transitions are never deleted, so
+# ids only grow and order each record's transitions.
 
 schema_version = Table(
     "tasker_schema_version",
@@ -97,8 +99,6 @@ transitions = Table(
     Column("reason", Text, nullable=False),
     Column("metadata", Text, nullable=False),
     Column("created_at", Float, nullable=False),
-    Column("most_recent", Boolean(create_constraint=False), nullable=False),
-    sqlite_autoincrement=True,
 )
 
 
@@ -164,6 +164,33 @@ MIGRATIONS: tuple[Migration, ...] = (
                 created_at REAL NOT NULL,
                 most_recent BOOLEAN NOT NULL
             )""",
+            "CREATE INDEX ix_transitions_task ON transitions (task_id, id)",
+        ),
+    ),
+    Migration(
+        2,
+        "transitions: most_recent derived from last_transition_id; plain integer ids",
+        (
+            # Flipping the previous transition's flag cost a row update per change, and the
+            # AUTOINCREMENT counter a sqlite_sequence write per statement; the records'
+            # last_transition_id already names the current transition.
+            """CREATE TABLE transitions_v2 (
+                id INTEGER PRIMARY KEY,
+                task_id TEXT NOT NULL REFERENCES tasks (id),
+                step TEXT,
+                from_state TEXT NOT NULL,
+                to_state TEXT NOT NULL,
+                event TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                metadata TEXT NOT NULL,
+                created_at REAL NOT NULL
+            )""",
+            """INSERT INTO transitions_v2
+                (id, task_id, step, from_state, to_state, event, reason, metadata, created_at)
+            SELECT id, task_id, step, from_state, to_state, event, reason, metadata, created_at
+            FROM transitions ORDER BY id""",
+            "DROP TABLE transitions",
+            "ALTER TABLE transitions_v2 RENAME TO transitions",
             "CREATE INDEX ix_transitions_task ON transitions (task_id, id)",
         ),
     ),

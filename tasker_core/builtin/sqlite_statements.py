@@ -1,32 +1,20 @@
 """The SQLite store's hot-path statements, built with Core and compiled once to driver SQL.
 
-``apply`` runs a handful of statements per batch with hundreds of parameter rows each. Running
-them through ``Connection.execute`` costs several microseconds of parameter processing per row;
-compiling each statement once (cached per shape) and handing the driver plain tuples through
-``exec_driver_sql`` keeps bound parameters and the driver's prepared-statement cache, without the
-per-row overhead. Lookups pad their key lists to a few fixed sizes so the number of distinct SQL
+``apply`` runs a handful of statements per batch. Compiling each statement once (cached per shape
+or size) and handing the driver plain tuples keeps bound parameters and the driver's
+prepared-statement cache without SQLAlchemy's per-execution work. Lookups pad their key lists to a
+few fixed sizes, and INSERTs take at most MAX_INSERT_ROWS rows, so the number of distinct SQL
 texts (and prepared statements) stays small.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
-from operator import itemgetter
 from typing import Any
 
 from attrs import frozen
-from sqlalchemy import (
-    Integer,
-    String,
-    and_,
-    bindparam,
-    column,
-    literal_column,
-    select,
-    table,
-    values,
-)
+from sqlalchemy import Integer, bindparam, func, literal_column, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -53,13 +41,6 @@ class Prepared:
 
     def row(self, params: Mapping[str, Any]) -> Params:
         return tuple(params[name] for name in self.order)
-
-    def rows(self, params: Iterable[Mapping[str, Any]]) -> list[Params]:
-        if len(self.order) == 1:
-            only = self.order[0]
-            return [(p[only],) for p in params]
-        getter = itemgetter(*self.order)
-        return [getter(p) for p in params]
 
 
 def prepare(stmt: ClauseElement, keys: Sequence[str] | None = None) -> Prepared:
@@ -88,45 +69,44 @@ step_rowid = literal_column("steps.rowid", Integer)
 
 @cache
 def step_lookup(size: int) -> Prepared:
-    """(rowid, task_id, name, state, attempts, last_transition_id) of ``size`` steps by key.
+    """(rowid, name, state, attempts) of up to ``size`` steps of one task (``task``, ``n0``...).
 
-    A join against a VALUES CTE of (task_id, name) pairs: SQLite probes the (task_id, name)
-    index once per key, where a row-value IN would scan the table.
+    ``name IN (...)`` on the (task_id, name) unique index: one index probe per name, and padding
+    with a repeated name adds no row.
     """
-    keys = (
-        values(column("task_id", String), column("name", String), name="k")
-        .data([(bindparam(f"t{i}"), bindparam(f"n{i}")) for i in range(size)])
-        .cte("k")
-    )
-    stmt = select(
-        step_rowid,
-        steps.c.task_id,
-        steps.c.name,
-        steps.c.state,
-        steps.c.attempts,
-        steps.c.last_transition_id,
-    ).select_from(
-        keys.join(steps, and_(steps.c.task_id == keys.c.task_id, steps.c.name == keys.c.name))
+    names: list[BindParameter[str]] = [bindparam(f"n{i}") for i in range(size)]
+    stmt = select(step_rowid, steps.c.name, steps.c.state, steps.c.attempts).where(
+        steps.c.task_id == bindparam("task"), steps.c.name.in_(names)
     )
     return prepare(stmt)
 
 
 @cache
 def task_lookup(size: int) -> Prepared:
-    """(id, state, started_at, last_transition_id) of ``size`` tasks by id."""
+    """(id, state, started_at) of ``size`` tasks by id."""
     ids: list[BindParameter[str]] = [bindparam(f"i{i}") for i in range(size)]
-    stmt = select(tasks.c.id, tasks.c.state, tasks.c.started_at, tasks.c.last_transition_id).where(
-        tasks.c.id.in_(ids)
-    )
+    stmt = select(tasks.c.id, tasks.c.state, tasks.c.started_at).where(tasks.c.id.in_(ids))
     return prepare(stmt)
 
 
-@cache
-def step_update(shape: tuple[str, ...]) -> Prepared:
-    """Set the ``shape`` columns (params ``v_<column>``) of the step at ``k_rowid``.
+@frozen
+class StepUpdate:
+    """A guarded UPDATE of one shape of step fields, taking plain tuples.
 
-    Guarded by the state and attempts read in the same transaction (``k_state``, ``k_attempts``).
+    A row is ``columns``' values in order, then the new last_transition_id, then the guard: the
+    step's rowid, and the state and attempts read in the same transaction.
     """
+
+    sql: str
+    columns: tuple[str, ...]
+
+
+_STEP_GUARD = ("v_last_transition_id", "k_rowid", "k_state", "k_attempts")
+
+
+@cache
+def step_update(shape: tuple[str, ...]) -> StepUpdate:
+    """The guarded UPDATE that sets the ``shape`` columns (and last_transition_id) of a step."""
     stmt = (
         steps.update()
         .where(
@@ -134,9 +114,16 @@ def step_update(shape: tuple[str, ...]) -> Prepared:
             steps.c.state == bindparam("k_state"),
             steps.c.attempts == bindparam("k_attempts"),
         )
-        .values({name: bindparam(f"v_{name}") for name in shape})
+        .values(
+            {name: bindparam(f"v_{name}") for name in (*shape, "last_transition_id")},
+        )
     )
-    return prepare(stmt)
+    prepared = prepare(stmt)
+    # SET follows the table's column order (last_transition_id is the last column), then WHERE.
+    if prepared.order[-len(_STEP_GUARD) :] != _STEP_GUARD:
+        raise AssertionError(f"unexpected parameter order {prepared.order}")
+    columns = tuple(name[2:] for name in prepared.order[: -len(_STEP_GUARD)])
+    return StepUpdate(prepared.sql, columns)
 
 
 @cache
@@ -150,19 +137,8 @@ def task_update(shape: tuple[str, ...]) -> Prepared:
     return prepare(stmt)
 
 
-_sqlite_sequence = table("sqlite_sequence", column("name", String), column("seq", Integer))
-
-LAST_TRANSITION_ID = prepare(
-    select(_sqlite_sequence.c.seq).where(_sqlite_sequence.c.name == bindparam("table"))
-)
-"""The highest transition id ever assigned (no row before the first transition)."""
-
-FLIP = prepare(
-    transitions.update()
-    .where(transitions.c.id == bindparam("k_id"))
-    .values(most_recent=literal_column("0"))
-)
-"""Mark a transition as no longer its record's most recent."""
+LAST_TRANSITION_ID = prepare(select(func.max(transitions.c.id)))
+"""The highest transition id (NULL before the first): one seek to the end of the rowid tree."""
 
 TRANSITION_COLUMNS = (
     "id",
@@ -174,9 +150,29 @@ TRANSITION_COLUMNS = (
     "reason",
     "metadata",
     "created_at",
-    "most_recent",
 )
-INSERT_TRANSITION = prepare(transitions.insert(), TRANSITION_COLUMNS)
+
+MAX_INSERT_ROWS = 64
+"""Transitions per INSERT statement: 576 parameters, below SQLite's oldest limit (999)."""
+
+
+@cache
+def insert_transitions(rows: int) -> str:
+    """One INSERT of ``rows`` transitions (parameters row by row in TRANSITION_COLUMNS order).
+
+    One statement per tick instead of one execution per row: SQLite runs its insert loop in C.
+    """
+    if not 0 < rows <= MAX_INSERT_ROWS:
+        raise ValueError(f"{rows} rows per INSERT: expected 1 to {MAX_INSERT_ROWS}")
+    stmt = transitions.insert().values(
+        [{name: bindparam(f"{name}_{i}") for name in TRANSITION_COLUMNS} for i in range(rows)]
+    )
+    prepared = prepare(stmt)
+    expected = tuple(f"{name}_{i}" for i in range(rows) for name in TRANSITION_COLUMNS)
+    if prepared.order != expected:
+        raise AssertionError(f"unexpected parameter order {prepared.order}")
+    return prepared.sql
+
 
 STEP_COLUMNS = tuple(c.name for c in steps.columns if c.name != "last_transition_id")
 INSERT_STEP = prepare(steps.insert(), STEP_COLUMNS)

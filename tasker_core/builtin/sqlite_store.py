@@ -1,21 +1,30 @@
 """The SQLite store: the embedded, durable default (SQLAlchemy 2 Core over the sqlite3 driver).
 
-One writer: writes take an in-process lock and run in ``BEGIN IMMEDIATE`` transactions, so a
-writer in another process waits (busy timeout) instead of failing half-way. WAL lets readers in
-any process run next to that writer without ever seeing "database is locked"; reads use plain
-(deferred) transactions so they see one consistent snapshot. ``apply`` is built for batches: one
-transaction, one SELECT per ~500 records for the current states, and one executemany per kind of
-UPDATE/INSERT, so an orchestration tick with hundreds of changes costs a handful of statements.
+One writer: writes take an in-process lock and run in ``BEGIN IMMEDIATE`` transactions on one
+connection, so a writer in another process waits (busy timeout) instead of failing half-way. WAL
+lets readers in any process run next to that writer without ever seeing "database is locked";
+reads use plain (deferred) transactions so they see one consistent snapshot. Durability: WAL with
+``synchronous = NORMAL`` (a committed batch survives the process being killed; a power loss can
+lose the last commits, never corrupt the file).
+
+``apply`` runs once per orchestration tick, so it is built for batches and goes to the driver
+directly: one transaction; steps read once (the writer remembers their state until another
+connection commits); one guarded executemany per shape of step UPDATE; new transitions in
+multi-row INSERTs; no older transition row rewritten (``most_recent`` is derived on read).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
+from attrs import define
 from sqlalchemy import (
     Connection,
     Engine,
@@ -23,6 +32,7 @@ from sqlalchemy import (
     create_engine,
     event,
     select,
+    union_all,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -51,6 +61,7 @@ from tasker_core.builtin.sqlite_schema import tasks as tasks_t
 from tasker_core.builtin.sqlite_schema import transitions as transitions_t
 from tasker_core.builtin.sqlite_statements import Params
 from tasker_core.errors import TaskerError, TaskNotFoundError
+from tasker_core.fsm import TERMINAL_TASK_STATES
 from tasker_core.models import Step, StepError, Task, Transition
 from tasker_core.plugin import hookimpl
 from tasker_core.serialization import converter, dumps_json, loads_json
@@ -65,6 +76,10 @@ DEFAULT_BUSY_TIMEOUT = 5.0
 DEFAULT_POOL_SIZE = 5
 CHUNK = 400
 """Names per IN query in heartbeat: far below SQLite's bound-parameter limit."""
+KNOWN_TASKS = 256
+"""Tasks whose steps the writer remembers between batches (more: it forgets them all)."""
+STATEMENT_CACHE = 256
+"""Prepared statements kept per connection: every padded lookup and INSERT size stays cached."""
 
 _T = TypeVar("_T")
 
@@ -75,10 +90,30 @@ _STEP_COLUMNS = [
     if c.name != "last_transition_id"
 ]
 _TASK_COLUMNS = [c for c in tasks_t.columns if c.name != "last_transition_id"]
-_TRANSITION_COLUMNS = [c.label("sort_key") if c.name == "id" else c for c in transitions_t.columns]
+# A transition is its record's most recent one when the record's last_transition_id names it.
+_CURRENT_IDS = union_all(
+    select(steps_t.c.last_transition_id).where(steps_t.c.task_id == bindparam("task_id")),
+    select(tasks_t.c.last_transition_id).where(tasks_t.c.id == bindparam("task_id")),
+)
+_TRANSITION_COLUMNS = [
+    *(c.label("sort_key") if c.name == "id" else c for c in transitions_t.columns),
+    transitions_t.c.id.in_(_CURRENT_IDS).label("most_recent"),
+]
 _STEP_KEYS = tuple(c.name for c in _STEP_COLUMNS)
+if tuple(f.name for f in attrs.fields(Step)) != _STEP_KEYS:
+    raise AssertionError(f"steps columns {_STEP_KEYS} are not Step's fields in order")
 _TASK_KEYS = tuple(c.name for c in _TASK_COLUMNS)
 _TRANSITION_KEYS = tuple(c.name for c in _TRANSITION_COLUMNS)
+
+
+@define(slots=True)
+class _StepRow(StepNow):
+    """A step as the write path reads it: the planner's view plus the row id to update by."""
+
+    rowid: int
+
+
+_NOTHING_KNOWN: dict[str, _StepRow] = {}
 
 
 def _chunks(items: Sequence[_T], size: int = CHUNK) -> Iterator[Sequence[_T]]:
@@ -100,12 +135,40 @@ def _encode_error(error: StepError | None) -> str | None:
 
 
 def _step_from_row(row: Any) -> Step:
-    data = dict(zip(_STEP_KEYS, row, strict=True))
-    if data["results"] is not None:
-        data["results"] = loads_json(data["results"])
-    if data["error"] is not None:
-        data["error"] = loads_json(data["error"])
-    return converter.structure(data, Step)
+    """A Step from a row of _STEP_COLUMNS, built directly: loading a task reads every step, and
+    the generic converter cost more than the query. The columns are the fields, in order."""
+    (
+        task_id,
+        index,
+        name,
+        handler,
+        state,
+        max_attempts,
+        retryable,
+        attempts,
+        next_retry_at,
+        lease_owner,
+        lease_expires_at,
+        results,
+        error,
+        updated_at,
+    ) = row
+    return Step(
+        task_id,
+        index,
+        name,
+        handler,
+        state,
+        max_attempts,
+        bool(retryable),
+        attempts,
+        next_retry_at,
+        lease_owner,
+        lease_expires_at,
+        None if results is None else loads_json(results),
+        None if error is None else converter.structure(loads_json(error), StepError),
+        updated_at,
+    )
 
 
 def _task_from_row(row: Any) -> Task:
@@ -118,16 +181,6 @@ def _transition_from_row(row: Any) -> Transition:
     data = dict(zip(_TRANSITION_KEYS, row, strict=True))
     data["metadata"] = loads_json(data["metadata"])
     return converter.structure(data, Transition)
-
-
-def _cursor(conn: Connection) -> Any:
-    """The DBAPI cursor of ``conn``'s connection, inside the same transaction.
-
-    The per-tick write path runs a handful of prepared statements (compiled once from Core
-    constructs in sqlite_statements); going through the driver's cursor directly saves SQLAlchemy's
-    per-execution bookkeeping, which was most of a tick's cost.
-    """
-    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 
 class SQLiteStore:
@@ -158,25 +211,36 @@ class SQLiteStore:
         self._read_lock: AbstractContextManager[Any] = (
             self._write_lock if self.in_memory else nullcontext()
         )
+        args = {
+            "check_same_thread": False,
+            "timeout": busy_timeout,
+            "cached_statements": STATEMENT_CACHE,
+        }
         if self.in_memory:
             self._engine: Engine = create_engine(
-                "sqlite://",
-                poolclass=StaticPool,
-                connect_args={"check_same_thread": False},
+                "sqlite://", poolclass=StaticPool, connect_args=args
             )
+            self._write_engine = self._engine
         else:
             self.path = Path(database)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._engine = create_engine(
-                parsed,
-                pool_size=pool_size,
-                max_overflow=pool_size,
-                connect_args={"check_same_thread": False, "timeout": busy_timeout},
+                parsed, pool_size=pool_size, max_overflow=pool_size, connect_args=args
             )
+            # Every write goes through one connection (under the write lock): one writer is all
+            # SQLite allows anyway, and the hot path keeps that connection's prepared statements.
+            self._write_engine = create_engine(parsed, poolclass=StaticPool, connect_args=args)
         self._busy_ms = max(0, round(busy_timeout * 1000))
-        event.listen(self._engine, "connect", self._on_connect)
-        event.listen(self._engine, "begin", self._on_begin)
+        for engine in {self._engine, self._write_engine}:
+            event.listen(engine, "connect", self._on_connect)
+            event.listen(engine, "begin", self._on_begin)
         self.applied_migrations = self._open_schema()
+        self._db = self._writer_connection()
+        # The steps' (rowid, state, attempts) as this writer last read or wrote them, by task and
+        # name: a batch reads only steps it has not seen. Valid while the database's
+        # data_version stays put (no other connection committed since).
+        self._known: dict[str, dict[str, _StepRow]] = {}
+        self._data_version: int | None = None
 
     def _open_schema(self) -> list[int]:
         """Migrate if needed; an up-to-date database is only read (no write lock at open)."""
@@ -190,6 +254,21 @@ class SQLiteStore:
             return migrate(conn, where)
 
     # -- connections ----------------------------------------------------------------------------
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        """The write engine's one driver connection, for ``apply`` to use directly.
+
+        ``apply`` runs once per orchestration tick; the pool checkout, transaction events and
+        result wrapping of a SQLAlchemy Connection cost more than its few prepared statements.
+        The StaticPool keeps this connection open until :meth:`close`.
+        """
+        fairy = self._write_engine.raw_connection()
+        try:
+            db = fairy.driver_connection
+        finally:
+            fairy.close()
+        assert isinstance(db, sqlite3.Connection)
+        return db
 
     def _on_connect(self, dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         """Take BEGIN away from the driver (we emit it) and set the per-connection PRAGMAs."""
@@ -213,7 +292,7 @@ class SQLiteStore:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._write_lock, self._engine.connect() as conn:
+        with self._write_lock, self._write_engine.connect() as conn:
             conn.execution_options(tasker_write=True)
             with conn.begin():
                 yield conn
@@ -287,118 +366,140 @@ class SQLiteStore:
             return []
         events = check_events(changes)
         task_ids, step_keys = referenced(changes)
-        with self._write() as conn:
-            cur = _cursor(conn)
-            task_rows = self._task_rows(cur, list(task_ids))
-            step_rows = self._step_rows(cur, list(step_keys))
-            plan = plan_batch(
-                changes,
-                events,
-                {tid: TaskNow(r[1], r[2]) for tid, r in task_rows.items()},
-                {key: StepNow(r[3], r[4]) for key, r in step_rows.items()},
-                now,
-                _encode,
-            )
-            if atomic and not all(plan.applied):
-                return [False] * len(changes)  # nothing written: the transaction stays empty
-            if plan.transitions:
-                self._write_plan(cur, plan, now, task_rows, step_rows)
+        with self._write_lock:
+            db = self._db
+            cur = db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                self._check_known(cur)
+                task_rows = self._task_rows(cur, list(task_ids))
+                step_rows = self._step_rows(cur, step_keys, task_rows)
+                plan = plan_batch(changes, events, task_rows, step_rows, now, _encode)
+                write = bool(plan.transitions) and (not atomic or all(plan.applied))
+                if write:
+                    self._write_plan(cur, plan, now, step_rows)
+                cur.execute("COMMIT")
+                if write:
+                    self._remember(plan, step_rows)
+            except BaseException:
+                self._known.clear()  # whatever failed, the next batch reads what is stored
+                if db.in_transaction:
+                    db.rollback()
+                raise
+        if atomic and not all(plan.applied):
+            return [False] * len(changes)  # nothing was written
         return plan.applied
 
-    @staticmethod
-    def _task_rows(cur: Any, ids: list[str]) -> dict[str, Params]:
-        """(id, state, started_at, last_transition_id) by id."""
-        out: dict[str, Params] = {}
-        for chunk in _chunks(ids, stm.MAX_LOOKUP):
-            size = stm.lookup_size(len(chunk))
-            cur.execute(stm.task_lookup(size).sql, tuple(stm.pad(chunk, size)))
-            for row in cur.fetchall():
-                out[row[0]] = tuple(row)
-        return out
+    def _check_known(self, cur: Any) -> None:
+        """Forget the remembered steps if another connection committed since this one did."""
+        cur.execute("PRAGMA data_version")
+        version = cur.fetchone()[0]
+        if version != self._data_version:
+            self._known.clear()
+            self._data_version = version
+
+    def _remember(self, plan: Plan, step_rows: dict[StepKey, _StepRow]) -> None:
+        """After COMMIT: the written steps' new state and attempts; finished tasks forgotten."""
+        for key, fields in plan.step_updates.items():
+            row = step_rows[key]
+            row.state = fields["state"]
+            row.attempts = fields.get("attempts", row.attempts)
+        for task_id, fields in plan.task_updates.items():
+            if fields["state"] in TERMINAL_TASK_STATES:
+                self._known.pop(task_id, None)
 
     @staticmethod
-    def _step_rows(cur: Any, keys: list[StepKey]) -> dict[StepKey, Params]:
-        """(rowid, task_id, name, state, attempts, last_transition_id) by (task_id, name)."""
-        out: dict[StepKey, Params] = {}
-        for chunk in _chunks(keys, stm.MAX_LOOKUP):
+    def _task_rows(cur: Any, ids: list[str]) -> dict[str, TaskNow]:
+        out: dict[str, TaskNow] = {}
+        for chunk in _chunks(ids, stm.MAX_LOOKUP):
             size = stm.lookup_size(len(chunk))
-            flat = tuple(part for key in stm.pad(chunk, size) for part in key)
-            cur.execute(stm.step_lookup(size).sql, flat)
-            for row in cur.fetchall():
-                out[(row[1], row[2])] = tuple(row)
+            cur.execute(stm.task_lookup(size).sql, stm.pad(chunk, size))
+            for task_id, state, started_at in cur:
+                out[task_id] = TaskNow(state, started_at)
+        return out
+
+    def _step_rows(
+        self, cur: Any, keys: Collection[StepKey], tasks: Collection[str]
+    ) -> dict[StepKey, _StepRow]:
+        """The steps ``keys`` names: remembered ones as they are, the rest read per task.
+
+        Only steps of existing ``tasks`` are looked for; the planner reports the others.
+        """
+        out: dict[StepKey, _StepRow] = {}
+        missing: dict[str, list[str]] = {}
+        known = self._known
+        for key in keys:
+            task_id, name = key
+            row = known.get(task_id, _NOTHING_KNOWN).get(name)
+            if row is not None:
+                out[key] = row
+            elif task_id in tasks:
+                missing.setdefault(task_id, []).append(name)
+        if len(known) + len(missing) > KNOWN_TASKS:
+            known.clear()
+        for task_id, names in missing.items():
+            remembered = known.setdefault(task_id, {})
+            for chunk in _chunks(names, stm.MAX_LOOKUP):
+                size = stm.lookup_size(len(chunk))
+                cur.execute(stm.step_lookup(size).sql, (task_id, *stm.pad(chunk, size)))
+                for rowid, name, state, attempts in cur:
+                    out[(task_id, name)] = remembered[name] = _StepRow(state, attempts, rowid)
         return out
 
     def _write_plan(
-        self,
-        cur: Any,
-        plan: Plan,
-        now: float,
-        task_rows: dict[str, Params],
-        step_rows: dict[StepKey, Params],
+        self, cur: Any, plan: Plan, now: float, step_rows: dict[StepKey, _StepRow]
     ) -> None:
-        """Write a plan: guarded UPDATEs per shape, previous transitions flipped, new ones added."""
-        cur.execute(stm.LAST_TRANSITION_ID.sql, ("transitions",))
-        found = cur.fetchone()
-        seq = found[0] if found is not None else None
-        next_id = int(seq or 0) + 1
+        """Guarded UPDATEs per shape, then the new transitions in multi-row INSERTs.
+
+        The previous transitions are not touched: a record's last_transition_id is what makes a
+        transition its most recent one.
+        """
+        cur.execute(stm.LAST_TRANSITION_ID.sql)
+        next_id = int(cur.fetchone()[0] or 0) + 1
         latest: dict[tuple[str, str | None], int] = {}
-        new_rows: list[Params] = []
+        flat: list[Any] = []
         for offset, pt in enumerate(plan.transitions):
-            tr_id = next_id + offset
             if pt.most_recent:
-                latest[(pt.task_id, pt.step)] = tr_id
-            new_rows.append(
-                (
-                    tr_id,
-                    pt.task_id,
-                    pt.step,
-                    pt.from_state,
-                    pt.to_state,
-                    pt.event,
-                    pt.reason,
-                    pt.metadata,
-                    now,
-                    pt.most_recent,
-                )
+                latest[(pt.task_id, pt.step)] = next_id + offset
+            flat += (
+                next_id + offset,
+                pt.task_id,
+                pt.step,
+                pt.from_state,
+                pt.to_state,
+                pt.event,
+                pt.reason,
+                pt.metadata,
+                now,
             )
 
-        flips: list[Params] = []
         expected = 0
         updated = 0
-        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        shapes: dict[tuple[str, ...], list[Params]] = {}
         for key, fields in plan.step_updates.items():
             row = step_rows[key]
-            if row[5] is not None:
-                flips.append((row[5],))
-            params = {f"v_{name}": value for name, value in fields.items()}
             if "error" in fields:
-                params["v_error"] = _encode_error(fields["error"])
-            params["v_last_transition_id"] = latest[key]
-            params["k_rowid"] = row[0]
-            params["k_state"] = row[3]
-            params["k_attempts"] = row[4]
-            shapes.setdefault((*fields, "last_transition_id"), []).append(params)
+                fields["error"] = _encode_error(fields["error"])
+            shape = tuple(fields)
+            rows = shapes.get(shape)
+            if rows is None:
+                rows = shapes[shape] = []
+            values = itemgetter(*stm.step_update(shape).columns)(fields)
+            rows.append((*values, latest[key], row.rowid, row.state, row.attempts))
         for shape, rows in shapes.items():
-            update = stm.step_update(shape)
-            cur.executemany(update.sql, update.rows(rows))
+            cur.executemany(stm.step_update(shape).sql, rows)
             updated += cur.rowcount
             expected += len(rows)
 
-        shapes = {}
         for tid, fields in plan.task_updates.items():
-            trow = task_rows[tid]
-            if trow[3] is not None:
-                flips.append((trow[3],))
             params = {f"v_{name}": value for name, value in fields.items()}
             params["v_last_transition_id"] = latest[(tid, None)]
             params["k_id"] = tid
-            params["k_state"] = trow[1]
-            shapes.setdefault((*fields, "last_transition_id"), []).append(params)
-        for shape, rows in shapes.items():
-            update = stm.task_update(shape)
-            cur.executemany(update.sql, update.rows(rows))
+            params["k_state"] = plan.task_before[tid].state
+            update = stm.task_update((*fields, "last_transition_id"))
+            cur.execute(update.sql, update.row(params))
             updated += cur.rowcount
-            expected += len(rows)
+            expected += 1
 
         if updated != expected:
             # Impossible under BEGIN IMMEDIATE unless something writes around the store.
@@ -406,9 +507,11 @@ class SQLiteStore:
                 f"{self.url}: compare-and-set guard matched {updated} of {expected} records "
                 "read in the same transaction; another writer bypassed the write lock"
             )
-        if flips:
-            cur.executemany(stm.FLIP.sql, flips)
-        cur.executemany(stm.INSERT_TRANSITION.sql, new_rows)
+        width = len(stm.TRANSITION_COLUMNS)
+        step = stm.MAX_INSERT_ROWS * width
+        for start in range(0, len(flat), step):
+            part = flat[start : start + step]
+            cur.execute(stm.insert_transitions(len(part) // width), part)
 
     def heartbeat(
         self, task_id: str, steps: Sequence[str], owner: str, expires_at: float
@@ -482,7 +585,7 @@ class SQLiteStore:
             .order_by(transitions_t.c.id)
         )
         with self._read() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(query, {"task_id": task_id}).all()
             if not rows:
                 self._require_task(conn, task_id)
         return [_transition_from_row(r) for r in rows]
@@ -504,6 +607,7 @@ class SQLiteStore:
             return current_version(conn)
 
     def close(self) -> None:
+        self._write_engine.dispose()
         self._engine.dispose()
 
 
