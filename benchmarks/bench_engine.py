@@ -86,9 +86,10 @@ def bare_runner(shape: Shape) -> float:
             for c in ready:
                 submit(c)
 
-        for n in names:
-            if remaining[n] == 0:
-                submit(n)
+        # Roots first, then submit: submitting while scanning ``remaining`` would race the workers
+        # (a child reaching 0 mid-scan would run twice and end the run early).
+        for n in [n for n in names if remaining[n] == 0]:
+            submit(n)
         finished.wait()
     return time.perf_counter() - t0
 
@@ -174,8 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             per_step = []
             for size in sizes:
                 shape = layered(size)
-                reps = 1 if size >= 100_000 else repeats
-                secs = best(lambda u=url, s=shape, z=size: engine_run(u(), f"layered{z}", s), reps)
+                # Every size gets the same number of runs: a single sample at 100k against the
+                # best of several at 1k would bias the ratio upwards on a noisy machine.
+                secs = best(
+                    lambda u=url, s=shape, z=size: engine_run(u(), f"layered{z}", s), repeats
+                )
                 per_step.append(secs / size * 1e6)
             base = per_step[sizes.index(1_000)]
             cells = " | ".join(f"{p:.1f}" for p in per_step)

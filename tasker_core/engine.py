@@ -140,6 +140,10 @@ class Engine:
 
     def submit(self, request: TaskRequest) -> Task:
         """Validate and persist a task; a duplicate (same identity key) returns the existing one."""
+        return self._create(request)[0]
+
+    def _create(self, request: TaskRequest) -> tuple[Task, list[Step] | None]:
+        """``submit``, also giving the steps stored when the task is new (None for a duplicate)."""
         template = self.get_template(request.namespace, request.name, request.version)
         template.validate_context(request.context)
         for step in template.steps:
@@ -173,7 +177,7 @@ class Engine:
         stored, created = self.store.create_task(task, steps)
         if created:
             self._emit(stored, "task.created")
-        return stored
+        return stored, steps if created else None
 
     def _identity(self, request: TaskRequest, template: TaskTemplate) -> str | None:
         strategy = self.config.identity.strategy
@@ -191,14 +195,18 @@ class Engine:
 
     def run(self, request: TaskRequest, timeout: float | None = None) -> Task:
         """Submit (idempotently) and drive the task until it completes or fails."""
-        return self.run_task(self.submit(request).id, timeout)
+        task, created = self._create(request)
+        return self._run(task.id, timeout, created)
 
     def run_task(self, task_id: str, timeout: float | None = None) -> Task:
         """Drive a stored task (new, waiting, interrupted or retried) to a final state."""
+        return self._run(task_id, timeout, None)
+
+    def _run(self, task_id: str, timeout: float | None, created: list[Step] | None) -> Task:
         task = self.store.get_task(task_id)
         if task.state not in ACTIVE_TASK_STATES:
             return task
-        self.coordinator.track(task_id)
+        self.coordinator.track(task_id, created)
         self._drive_until(lambda: not self.coordinator.is_active(task_id), timeout, task_id)
         return self.store.get_task(task_id)
 
@@ -241,8 +249,8 @@ class Engine:
 
     def submit_background(self, request: TaskRequest) -> Task:
         """Submit and hand the task to the background loop (see :meth:`start`)."""
-        task = self.submit(request)
-        self.coordinator.track(task.id)
+        task, created = self._create(request)
+        self.coordinator.track(task.id, created)
         return task
 
     def stop(self, timeout: float = 10.0) -> None:

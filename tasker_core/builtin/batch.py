@@ -24,7 +24,8 @@ Encode = Callable[[Any, str], Any]
 """Turns a JSON payload into its stored form, raising TypeError (naming ``where``) if not JSON."""
 
 _LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None}
-_STORES_RESULTS = frozenset({"complete", "resolved_manually"})
+STORES_RESULTS = frozenset({"complete", "resolved_manually"})
+"""Target states whose change stores ``results``."""
 _TASK_DONE = frozenset({"complete", "error", "cancelled", "resolved_manually"})
 
 
@@ -75,16 +76,23 @@ class Plan:
     transitions: list[PlannedTransition] = field(factory=list)
 
 
+_LEGAL: dict[tuple[bool, str, str], str] = {}
+"""(is a step change, from, to) -> event, for pairs the state tables accepted (fixed)."""
+
+
 def check_events(changes: Sequence[Change]) -> list[str]:
     """Every change's event name, in order; InvalidTransitionError for the first illegal one."""
-    step_check = STEP.check
-    task_check = TASK.check
-    return [
-        step_check(c.from_state, c.to_state)
-        if type(c) is StepChange
-        else task_check(c.from_state, c.to_state)
-        for c in changes
-    ]
+    legal = _LEGAL
+    out: list[str] = []
+    for c in changes:
+        is_step = type(c) is StepChange
+        key = (is_step, c.from_state, c.to_state)
+        event = legal.get(key)
+        if event is None:
+            table = STEP if is_step else TASK
+            event = legal[key] = table.check(c.from_state, c.to_state)
+        out.append(event)
+    return out
 
 
 def referenced(changes: Sequence[Change]) -> tuple[set[str], set[StepKey]]:
@@ -98,9 +106,17 @@ def referenced(changes: Sequence[Change]) -> tuple[set[str], set[StepKey]]:
     return task_ids, step_keys
 
 
-def _step_fields(c: StepChange, now_attempts: int, results: Any, now: float) -> dict[str, Any]:
+def write_step_fields(
+    out: dict[str, Any], c: StepChange, now_attempts: int, results: Any, now: float
+) -> None:
+    """Set in ``out`` the fields a step ends up with after ``c`` applied (StepChange's rules).
+
+    ``now_attempts`` is the step's attempt count before ``c``; ``results`` is already encoded.
+    Writing into a given mapping lets a store update its own record without an intermediate dict.
+    """
     to = c.to_state
-    out: dict[str, Any] = {"state": to, "updated_at": now}
+    out["state"] = to
+    out["updated_at"] = now
     if to == "in_progress":
         out["attempts"] = now_attempts + 1
         out["lease_owner"] = c.lease_owner
@@ -121,10 +137,16 @@ def _step_fields(c: StepChange, now_attempts: int, results: Any, now: float) -> 
         out.update(_LEASE_CLEARED)
     if c.max_attempts is not None:
         out["max_attempts"] = c.max_attempts
+
+
+def _step_fields(c: StepChange, now_attempts: int, results: Any, now: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    write_step_fields(out, c, now_attempts, results, now)
     return out
 
 
-def _task_fields(c: TaskChange, started_at: float | None, now: float) -> dict[str, Any]:
+def task_fields(c: TaskChange, started_at: float | None, now: float) -> dict[str, Any]:
+    """The fields a task ends up with after ``c`` applied (TaskChange's rules)."""
     to = c.to_state
     out: dict[str, Any] = {"state": to, "updated_at": now}
     if to == "in_progress":
@@ -167,7 +189,7 @@ def plan_batch(
         # Payloads are checked whether or not the change applies: a bad batch fails as a whole.
         metadata = encode(c.metadata, "metadata")
         if type(c) is StepChange:
-            results = encode(c.results, "results") if c.to_state in _STORES_RESULTS else None
+            results = encode(c.results, "results") if c.to_state in STORES_RESULTS else None
             key = (c.task_id, c.step)
             cur = step_cur.get(key)
             if cur is None:
@@ -193,7 +215,7 @@ def plan_batch(
                 tcur = task_cur[c.task_id] = TaskNow(tbefore.state, tbefore.started_at)
             if tcur.state != c.from_state:
                 continue
-            fields = _task_fields(c, tcur.started_at, now)
+            fields = task_fields(c, tcur.started_at, now)
             tcur.state = c.to_state
             tcur.started_at = fields.get("started_at", tcur.started_at)
             plan.task_updates.setdefault(c.task_id, {}).update(fields)

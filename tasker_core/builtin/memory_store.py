@@ -15,16 +15,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from tasker_core.builtin.batch import (
+    STORES_RESULTS,
     Change,
     StepKey,
-    StepNow,
-    TaskNow,
     check_events,
-    plan_batch,
-    referenced,
+    task_fields,
+    write_step_fields,
 )
 from tasker_core.errors import ConfigError, TaskNotFoundError
-from tasker_core.models import Step, Task, Transition
+from tasker_core.models import Step, StepChange, Task, TaskChange, Transition
 from tasker_core.plugin import hookimpl
 from tasker_core.serialization import copy_json
 
@@ -37,11 +36,34 @@ __all__ = ["MemoryStore", "make_memory_store", "tasker_register_stores"]
 DEFAULT_MAX_CALLS = 10_000
 
 _R = TypeVar("_R", Step, Task)
-_MOST_RECENT = [a.name for a in attrs.fields(Transition)].index("most_recent")
+_Logged = tuple[str, str | None, str, str, str, str, float, int]
+"""A stored transition: Transition's fields in order, but ``metadata`` and ``most_recent``."""
 
+_Decided = tuple[int, Change, "dict[str, Any] | None", Any, Any]
+"""(index, change, its step row or None for a task change, copied metadata, copied results)."""
 
-_STEP_FIELDS = tuple(a.name for a in attrs.fields(Step))
 _TASK_FIELDS = tuple(a.name for a in attrs.fields(Task))
+
+
+def _row(s: Step) -> dict[str, Any]:
+    """A step's fields as a stored row, in Step's field order (get_steps builds Steps from the
+    values positionally). Spelled out: twice as fast as a comprehension over the field names."""
+    return {
+        "task_id": s.task_id,
+        "index": s.index,
+        "name": s.name,
+        "handler": s.handler,
+        "state": s.state,
+        "max_attempts": s.max_attempts,
+        "retryable": s.retryable,
+        "attempts": s.attempts,
+        "next_retry_at": s.next_retry_at,
+        "lease_owner": s.lease_owner,
+        "lease_expires_at": s.lease_expires_at,
+        "results": s.results,
+        "error": s.error,
+        "updated_at": s.updated_at,
+    }
 
 
 def _with(record: _R, names: tuple[str, ...], updates: dict[str, Any]) -> _R:
@@ -71,8 +93,13 @@ class MemoryStore:
         # Steps as mutable field dicts: a change updates fields in place; reads build Step objects.
         self._steps: dict[str, list[dict[str, Any]]] = {}
         self._positions: dict[str, dict[str, int]] = {}
-        # Transitions as mutable field lists (Transition's field order), so most_recent can flip.
-        self._transitions: dict[str, list[list[Any]]] = {}
+        # Transitions as tuples of scalars (Transition's fields but two), which the cyclic GC
+        # stops tracking after its first pass, so a long run's history does not make every later
+        # full collection slower. Their metadata dicts (flat ones are untracked too) are kept
+        # apart, as a tuple holding any dict stays tracked; most_recent is derived from _recent,
+        # the log position of each record's last transition.
+        self._transitions: dict[str, list[_Logged]] = {}
+        self._metadata: dict[str, list[Any]] = {}
         self._recent: dict[tuple[str, str | None], int] = {}
         self._in_progress: set[StepKey] = set()
         self._sort_key = 0
@@ -114,7 +141,7 @@ class MemoryStore:
                 if step.name in positions:
                     raise ValueError(f"task {task.id!r}: duplicate step name {step.name!r}")
                 positions[step.name] = len(stored_steps)
-                row = {name: getattr(step, name) for name in _STEP_FIELDS}
+                row = _row(step)
                 if step.results is not None:
                     row["results"] = copy_json(step.results, "results")
                 stored_steps.append(row)
@@ -124,64 +151,122 @@ class MemoryStore:
             self._steps[task.id] = stored_steps
             self._positions[task.id] = positions
             self._transitions[task.id] = []
+            self._metadata[task.id] = []
             for row in stored_steps:
                 if row["state"] == "in_progress":
                     self._in_progress.add((task.id, row["name"]))
             return stored_task, True
 
     def apply(self, changes: Sequence[Change], now: float, atomic: bool = False) -> list[bool]:
+        """Store.apply in two passes over the batch, with no intermediate plan.
+
+        The rules are batch.py's (the planner the SQLite store uses, and :func:`write_step_fields`
+        / :func:`task_fields` for what a change sets); the hypothesis state machine of the
+        conformance kit holds both stores to the same reference model. Pass one finds every
+        record, copies every payload and decides the compare-and-sets in order (on a small overlay
+        of (state, attempts), so a change sees the earlier ones of its batch); it raises before
+        anything is written. Pass two updates rows in place and appends the transitions.
+        """
         events = check_events(changes)
         with self._lock:
             self._record("apply", changes=len(changes), now=now)
-            task_ids, step_keys = referenced(changes)
-            tasks = {
-                tid: TaskNow(t.state, t.started_at)
-                for tid in task_ids
-                if (t := self._tasks.get(tid)) is not None
-            }
-            steps: dict[StepKey, StepNow] = {}
-            for tid, name in step_keys:
-                pos = self._positions.get(tid, {}).get(name)
-                if pos is not None:
-                    s = self._steps[tid][pos]
-                    steps[(tid, name)] = StepNow(s["state"], s["attempts"])
-            plan = plan_batch(changes, events, tasks, steps, now, copy_json)
-            if atomic and not all(plan.applied):
+            decided = self._decide(changes)
+            if atomic and len(decided) != len(changes):
                 return [False] * len(changes)
-
             # Nothing below can fail: the batch is valid and every payload is already copied.
-            for tid, fields in plan.task_updates.items():
-                self._tasks[tid] = _with(self._tasks[tid], _TASK_FIELDS, fields)
-            for (tid, name), fields in plan.step_updates.items():
-                self._steps[tid][self._positions[tid][name]].update(fields)
-                if fields["state"] == "in_progress":
-                    self._in_progress.add((tid, name))
+            logs = self._transitions
+            metadata_logs = self._metadata
+            recent = self._recent
+            in_progress = self._in_progress
+            sort_key = self._sort_key
+            applied = [False] * len(changes)
+            for i, c, row, metadata, results in decided:
+                applied[i] = True
+                tid = c.task_id
+                step: str | None
+                if row is not None:
+                    assert type(c) is StepChange
+                    step = c.step
+                    write_step_fields(row, c, row["attempts"], results, now)
+                    if c.to_state == "in_progress":
+                        in_progress.add((tid, step))
+                    elif c.from_state == "in_progress":
+                        in_progress.discard((tid, step))
                 else:
-                    self._in_progress.discard((tid, name))
-            for pt in plan.transitions:
-                record = (pt.task_id, pt.step)
-                log = self._transitions[pt.task_id]
-                previous = self._recent.get(record)
-                if previous is not None:
-                    log[previous][_MOST_RECENT] = False
-                self._sort_key += 1
+                    assert type(c) is TaskChange
+                    step = None
+                    task = self._tasks[tid]
+                    self._tasks[tid] = _with(
+                        task, _TASK_FIELDS, task_fields(c, task.started_at, now)
+                    )
+                log = logs[tid]
+                recent[(tid, step)] = len(log)
+                sort_key += 1
                 log.append(
-                    [
-                        pt.task_id,
-                        pt.step,
-                        pt.from_state,
-                        pt.to_state,
-                        pt.event,
-                        pt.reason,
-                        pt.metadata,
-                        now,
-                        self._sort_key,
-                        pt.most_recent,
-                    ]
+                    (tid, step, c.from_state, c.to_state, events[i], c.reason, now, sort_key)
                 )
-                if pt.most_recent:
-                    self._recent[record] = len(log) - 1
-            return plan.applied
+                metadata_logs[tid].append(metadata)
+            self._sort_key = sort_key
+            return applied
+
+    def _decide(self, changes: Sequence[Change]) -> list[_Decided]:
+        """The changes that win their compare-and-set, with their step row and copied payloads.
+
+        Raises TaskNotFoundError/KeyError for the first change naming a missing task or step and
+        then TypeError for the first payload that is not JSON, as the planner does.
+        """
+        positions = self._positions
+        all_steps = self._steps
+        tasks = self._tasks
+        decided: list[_Decided] = []
+        overlay: dict[int, tuple[str, int]] = {}  # id(row) -> (state, attempts) after earlier ones
+        task_overlay: dict[str, str] = {}
+        not_json: TypeError | None = None
+        for i, c in enumerate(changes):
+            tid = c.task_id
+            named = positions.get(tid)
+            if named is None:
+                raise TaskNotFoundError(tid)
+            row: dict[str, Any] | None = None
+            if type(c) is StepChange:
+                pos = named.get(c.step)
+                if pos is None:
+                    raise KeyError(f"task {tid!r} has no step {c.step!r}")
+                row = all_steps[tid][pos]
+            if not_json is not None:
+                continue  # only looking for missing records now
+            try:
+                metadata = copy_json(c.metadata, "metadata")
+                results = (
+                    copy_json(c.results, "results")
+                    if type(c) is StepChange
+                    and c.results is not None
+                    and c.to_state in STORES_RESULTS
+                    else None
+                )
+            except TypeError as exc:
+                not_json = exc
+                continue
+            if row is not None:
+                assert type(c) is StepChange
+                cur = overlay.get(id(row))
+                state, attempts = cur if cur is not None else (row["state"], row["attempts"])
+                if state != c.from_state or (
+                    c.expect_attempt is not None and attempts != c.expect_attempt
+                ):
+                    continue
+                overlay[id(row)] = (
+                    c.to_state,
+                    attempts + 1 if c.to_state == "in_progress" else attempts,
+                )
+            else:
+                if task_overlay.get(tid, tasks[tid].state) != c.from_state:
+                    continue
+                task_overlay[tid] = c.to_state
+            decided.append((i, c, row, metadata, results))
+        if not_json is not None:
+            raise not_json
+        return decided
 
     def heartbeat(
         self, task_id: str, steps: Sequence[str], owner: str, expires_at: float
@@ -231,7 +316,7 @@ class MemoryStore:
             rows = self._steps.get(task_id)
             if rows is None:
                 raise TaskNotFoundError(task_id)
-            return [Step(**row) for row in rows]
+            return [Step(*row.values()) for row in rows]  # rows keep Step's field order
 
     def get_transitions(self, task_id: str) -> list[Transition]:
         with self._lock:
@@ -239,7 +324,25 @@ class MemoryStore:
             log = self._transitions.get(task_id)
             if log is None:
                 raise TaskNotFoundError(task_id)
-            return [Transition(*fields) for fields in log]
+            recent = self._recent
+            return [
+                Transition(
+                    tid,
+                    step,
+                    from_state,
+                    to_state,
+                    event,
+                    reason,
+                    metadata,
+                    at,
+                    sort_key,
+                    recent.get((tid, step)) == i,
+                )
+                for i, (
+                    (tid, step, from_state, to_state, event, reason, at, sort_key),
+                    metadata,
+                ) in enumerate(zip(log, self._metadata[task_id], strict=True))
+            ]
 
     def expired_leases(self, now: float, limit: int) -> list[Step]:
         with self._lock:
@@ -248,7 +351,7 @@ class MemoryStore:
             for tid, name in self._in_progress:
                 row = self._steps[tid][self._positions[tid][name]]
                 if row["lease_expires_at"] is not None and row["lease_expires_at"] < now:
-                    expired.append(Step(**row))
+                    expired.append(Step(*row.values()))
         expired.sort(key=lambda s: (s.lease_expires_at or 0.0, s.task_id, s.index))
         return expired[:limit]
 

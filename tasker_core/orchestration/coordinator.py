@@ -17,7 +17,7 @@ import logging
 import queue as stdqueue
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -123,6 +123,8 @@ class Coordinator:
         self._inbox: stdqueue.SimpleQueue[StepOutcome] = stdqueue.SimpleQueue()
         self._commands: stdqueue.SimpleQueue[Callable[[], None]] = stdqueue.SimpleQueue()
         self._next_heartbeat = 0.0
+        self._listening = bus.listening
+        self._claimed_reason = f"claimed by {owner}"
         self._finished = threading.Condition()
         self._requested: set[str] = set()
         """Tasks handed to track() whose load has not run yet (guarded by _finished)."""
@@ -130,11 +132,17 @@ class Coordinator:
 
     # -- commands from any thread -------------------------------------------------------------
 
-    def track(self, task_id: str) -> None:
-        """Start driving a stored task (resumes it from whatever state the store holds)."""
+    def track(self, task_id: str, created: Sequence[Step] | None = None) -> None:
+        """Start driving a stored task (resumes it from whatever state the store holds).
+
+        ``created``: the steps the caller just stored for a new task, used instead of reading
+        them back (for a large task, building every Step twice is a good share of its cost). Were
+        they changed in between, the first batch touching them loses its compare-and-set and the
+        task is re-read from the store, as for any change made by another actor.
+        """
         with self._finished:
             self._requested.add(task_id)
-        self._commands.put(lambda: self._load(task_id))
+        self._commands.put(lambda: self._load(task_id, created))
 
     def reload(self, task_id: str) -> None:
         """Re-read a task another actor changed (cancel, retry, resolve)."""
@@ -159,6 +167,7 @@ class Coordinator:
 
     def tick(self) -> bool:
         """One round: record, dispatch, finalize, commit. False when nothing is left to wait for."""
+        self._listening = self.bus.listening  # once per tick: most runs have no sink at all
         self._run_commands()
         outcomes = self._collect(self._block_time())
         now = self.clock.now()
@@ -178,7 +187,15 @@ class Coordinator:
         return bool(self.runs or self._in_flight)
 
     def close(self) -> None:
+        """Stop the workers and let go of the engine's callbacks.
+
+        Those are the engine's bound methods: dropping them breaks the engine <-> coordinator
+        reference cycle, so a closed engine and its runs are freed as soon as the last reference
+        goes rather than by a later full (whole-heap) collection of the cyclic GC.
+        """
         self._executor.shutdown(wait=False)
+        self.runs.clear()
+        self._template_for = self._graph_for = self._handler_for = _closed
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -190,16 +207,16 @@ class Coordinator:
                 return
             command()
 
-    def _load(self, task_id: str) -> None:
+    def _load(self, task_id: str, created: Sequence[Step] | None = None) -> None:
         """(Re)build a run from the store; fail attempts whose worker is gone."""
         try:
-            self._build_run(task_id)
+            self._build_run(task_id, created)
         finally:
             with self._finished:
                 self._requested.discard(task_id)
                 self._finished.notify_all()
 
-    def _build_run(self, task_id: str) -> None:
+    def _build_run(self, task_id: str, created: Sequence[Step] | None = None) -> None:
         task = self.store.get_task(task_id)
         self.runs.pop(task_id, None)
         if task.state not in (TaskState.PENDING, TaskState.IN_PROGRESS):
@@ -207,7 +224,7 @@ class Coordinator:
             return
         template = self._template_for(task)
         graph = self._graph_for(template)
-        steps = self.store.get_steps(task_id)
+        steps = created if created is not None else self.store.get_steps(task_id)
         views = build_views(steps, template, self._handler_for, self.config.execution.step_timeout)
         run = TaskRun(task, template, graph, views, self._stop_on_failure)
         self.runs[task_id] = run
@@ -227,7 +244,7 @@ class Coordinator:
         if requeue:
             self.queue.enqueue(requeue)
         for view in views:
-            if view.may_retry() and view.next_retry_at is not None:
+            if view.state == ERROR and view.may_retry() and view.next_retry_at is not None:
                 heapq.heappush(self._timers, (view.next_retry_at, task_id, view.index))
         run.initial_candidates()
         if lost:
@@ -325,14 +342,15 @@ class Coordinator:
         view.error = None
         run.set_state(view, COMPLETE)
         batch.touched.add(run.task_id)
-        self._event(
-            batch,
-            run,
-            "step.completed",
-            step=view.name,
-            attempt=outcome.attempt,
-            duration=outcome.duration,
-        )
+        if self._listening:
+            self._event(
+                batch,
+                run,
+                "step.completed",
+                step=view.name,
+                attempt=outcome.attempt,
+                duration=outcome.duration,
+            )
 
     def _failure(
         self,
@@ -416,13 +434,15 @@ class Coordinator:
 
     def _dispatch(self, now: float, batch: _Batch) -> None:
         items: list[WorkItem] = []
+        listening = self._listening
         for run in self.runs.values():
             if not run.candidates:
                 continue
-            ready = [
-                run.views[i] for i in sorted(run.candidates) if run.is_ready(run.views[i], now)
-            ]
+            views = run.views
+            is_ready = run.is_ready
+            ready = [views[i] for i in sorted(run.candidates) if is_ready(views[i], now)]
             run.candidates.clear()
+            task_id = run.task_id
             if not ready:
                 continue
             if run.task.state == TaskState.PENDING:
@@ -431,7 +451,7 @@ class Coordinator:
                 retry = view.state == ERROR
                 batch.changes.append(
                     StepChange(
-                        run.task_id,
+                        task_id,
                         view.name,
                         view.state,
                         ENQUEUED,
@@ -440,10 +460,14 @@ class Coordinator:
                     )
                 )
                 run.set_state(view, ENQUEUED)
-                self._event(batch, run, "step.enqueued", step=view.name, attempt=view.attempts + 1)
-                items.append(WorkItem(run.task_id, view.name, now))
-            batch.touched.add(run.task_id)
-            self._event(batch, run, "workflow.steps_ready", steps=[v.name for v in ready])
+                if listening:
+                    self._event(
+                        batch, run, "step.enqueued", step=view.name, attempt=view.attempts + 1
+                    )
+                items.append(WorkItem(task_id, view.name, now))
+            batch.touched.add(task_id)
+            if listening:
+                self._event(batch, run, "workflow.steps_ready", steps=[v.name for v in ready])
         if items:
             self.queue.enqueue(items)
         free = self._max_in_flight - len(self._in_flight)
@@ -457,40 +481,45 @@ class Coordinator:
             self._start(owner, claimed, claim, now, batch)
 
     def _start(self, run: TaskRun, view: StepView, claim: Claim, now: float, batch: _Batch) -> None:
+        owner = self.owner
+        name = view.name
+        task = run.task
+        task_id = task.id
+        attempt = view.attempts + 1
         batch.changes.append(
             StepChange(
-                run.task_id,
-                view.name,
+                task_id,
+                name,
                 ENQUEUED,
                 IN_PROGRESS,
-                reason=f"claimed by {self.owner}",
-                metadata={"attempt": view.attempts + 1},
-                lease_owner=self.owner,
+                reason=self._claimed_reason,
+                metadata={"attempt": attempt},
+                lease_owner=owner,
                 lease_expires_at=claim.expires_at,
             )
         )
-        view.attempts += 1
+        view.attempts = attempt
         view.next_retry_at = None
-        view.lease_owner = self.owner
+        view.lease_owner = owner
         run.set_state(view, IN_PROGRESS)
-        batch.touched.add(run.task_id)
-        self._event(batch, run, "step.started", step=view.name, attempt=view.attempts)
-        task = run.task
-        ctx = StepContext(
-            task_id=task.id,
-            namespace=task.namespace,
-            workflow=task.name,
-            version=task.version,
-            step=view.name,
-            attempt=view.attempts,
-            max_attempts=view.max_attempts,
-            context=task.context,
-            step_config=view.config,
-            dependencies=run.dependency_results(view),
-            logger=logging.LoggerAdapter(_step_log, {"task_id": task.id, "step": view.name}),
-            publish=functools.partial(self._custom_event, run, view.name),
+        batch.touched.add(task_id)
+        if self._listening:
+            self._event(batch, run, "step.started", step=name, attempt=attempt)
+        ctx = StepContext(  # positional: this runs once per attempt
+            task_id,
+            task.namespace,
+            task.name,
+            task.version,
+            name,
+            attempt,
+            view.max_attempts,
+            task.context,
+            view.config,
+            run.dependency_results(view),
+            logging.LoggerAdapter(_step_log, {"task_id": task_id, "step": name}),
+            functools.partial(self._custom_event, run, name),
         )
-        job = Job(task.id, view.name, view.attempts, view.fn, ctx, view.timeout, started_at=now)
+        job = Job(task_id, name, attempt, view.fn, ctx, view.timeout, now, is_async=view.is_async)
         batch.starts.append(_InFlight(run, view, job, claim))
 
     def _heartbeat(self, now: float) -> None:
@@ -517,6 +546,8 @@ class Coordinator:
             if not run.dirty:
                 continue
             run.dirty = False
+            if run.counts[ENQUEUED] or run.counts[IN_PROGRESS]:
+                continue  # steps in flight: nothing to decide until they report
             ready = sum(1 for i in run.candidates if run.is_ready(run.views[i], now))
             context = run.context(ready)
             state = run.task.state
@@ -579,7 +610,8 @@ class Coordinator:
             return
         for entry in batch.starts:
             self._in_flight[(entry.run.task_id, entry.view.name)] = entry
-            self._executor.submit(entry.job)
+        if batch.starts:
+            self._executor.submit_many([entry.job for entry in batch.starts])
         if batch.finished:
             for task_id in batch.finished:
                 self.runs.pop(task_id, None)
@@ -591,7 +623,7 @@ class Coordinator:
             self._finished.notify_all()
 
     def _event(self, batch: _Batch, run: TaskRun, name: str, **data: JSON) -> None:
-        if not self.bus.listening:
+        if not self._listening:
             return
         task = run.task
         batch.events.append(
@@ -620,6 +652,10 @@ class Coordinator:
             payload=payload,
         )
         self.bus.emit([event])
+
+
+def _closed(*args: object) -> NoReturn:
+    raise RuntimeError("this engine is closed")
 
 
 def _evolve_task(task: Task, state: str, now: float, wake_at: float | None) -> Task:

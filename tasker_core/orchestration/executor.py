@@ -14,10 +14,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from attrs import define, field
+from attrs import Factory, define, field
 
 from tasker_core.handlers import PermanentError, RetryableError, StepContext
 from tasker_core.models import StepError, StepOutcome
@@ -38,6 +38,11 @@ class Job:
     timeout: float | None
     started_at: float = 0.0
     abandoned: bool = field(default=False)
+    is_async: bool = field(
+        default=Factory(lambda job: inspect.iscoroutinefunction(job.fn), takes_self=True)
+    )
+    """Whether ``fn`` is ``async def``: a caller that knows it (per step, not per attempt) passes
+    it, saving an ``inspect`` call per job on the hot path."""
 
 
 def _failure(job: Job, exc: BaseException, started: float, duration: float) -> StepOutcome:
@@ -66,14 +71,10 @@ def _success(job: Job, result: Any, started: float, duration: float) -> StepOutc
         except TypeError as exc:
             message = f"step {job.step!r} of task {job.task_id} returned a non-JSON result: {exc}"
             return _failure(job, PermanentError(message), started, duration)
+    # Positional (task_id, step, attempt, ok, results, error, retry_after, started_at, duration):
+    # this runs once per attempt.
     return StepOutcome(
-        task_id=job.task_id,
-        step=job.step,
-        attempt=job.attempt,
-        ok=True,
-        results=result,
-        started_at=started,
-        duration=duration,
+        job.task_id, job.step, job.attempt, True, result, None, None, started, duration
     )
 
 
@@ -112,16 +113,21 @@ class Executor:
 
     def submit(self, job: Job) -> None:
         """Run ``job`` (its ``started_at`` is set by the caller, on the engine's clock)."""
-        if inspect.iscoroutinefunction(job.fn):
-            loop = self._event_loop()
-            asyncio.run_coroutine_threadsafe(self._run_async(job), loop)
-        else:
-            self._jobs.put(job)
+        self.submit_many([job])
+
+    def submit_many(self, jobs: Sequence[Job]) -> None:
+        """Run ``jobs`` (a tick's worth)."""
+        for job in jobs:
+            if job.is_async:
+                loop = self._event_loop()
+                asyncio.run_coroutine_threadsafe(self._run_async(job), loop)
+            else:
+                self._jobs.put(job)
 
     def abandon(self, job: Job) -> None:
         """Stop waiting for ``job``: drop its outcome, and keep the pool's strength for others."""
         job.abandoned = True
-        if not inspect.iscoroutinefunction(job.fn):
+        if not job.is_async:
             with self._lock:
                 self._wanted += 1
             self._spawn()
@@ -151,18 +157,25 @@ class Executor:
             job = self._jobs.get()
             if job is None:
                 break
-            outcome = self._run_sync(job)
-            if not job.abandoned:
-                self._on_done(outcome)
-            else:
-                log.warning("dropped late outcome of abandoned step %s/%s", job.task_id, job.step)
-                with self._lock:
-                    if self._alive > self._wanted:
-                        self._wanted -= 1  # the replacement took our place
-                        self._alive -= 1
-                        return
+            if not self._run_one(job):
+                return
+            del job  # an idle worker must not keep its last job (and the task's data) alive
         with self._lock:
             self._alive -= 1
+
+    def _run_one(self, job: Job) -> bool:
+        """Run ``job`` and report it; False when this thread must exit (it was replaced)."""
+        outcome = self._run_sync(job)
+        if not job.abandoned:
+            self._on_done(outcome)
+            return True
+        log.warning("dropped late outcome of abandoned step %s/%s", job.task_id, job.step)
+        with self._lock:
+            if self._alive > self._wanted:
+                self._wanted -= 1  # the replacement took our place
+                self._alive -= 1
+                return False
+        return True
 
     @staticmethod
     def _run_sync(job: Job) -> StepOutcome:

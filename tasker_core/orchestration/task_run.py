@@ -8,6 +8,7 @@ O(out-degree) each; nothing here rescans all steps after the run was loaded.
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,6 +39,7 @@ class StepView:
         "error",
         "fn",
         "index",
+        "is_async",
         "lease_owner",
         "max_attempts",
         "name",
@@ -55,6 +57,7 @@ class StepView:
         timeout: float | None,
         config: dict[str, JSON],
         backoff: tuple[float | None, float | None],
+        is_async: bool,
     ) -> None:
         self.index = step.index
         self.name = step.name
@@ -67,6 +70,7 @@ class StepView:
         self.error = step.error
         self.lease_owner = step.lease_owner
         self.fn = fn
+        self.is_async = is_async
         self.timeout = timeout
         self.config = config
         self.backoff = backoff
@@ -89,13 +93,15 @@ class TaskRun:
         stop_on_failure: bool,
     ) -> None:
         self.task = task
+        self.task_id = task.id
+        """Constant for the run (``task`` is replaced as the task moves)."""
         self.template = template
         self.graph = graph
         self.views = views
         self.by_name = {v.name: v for v in views}
         self.stop_on_failure = stop_on_failure
         self.counts: Counter[str] = Counter(v.state for v in views)
-        self.retrying = sum(1 for v in views if v.may_retry())
+        self.retrying = sum(1 for v in views if v.state == ERROR and v.may_retry())
         self.tracker: DependencyTracker = graph.tracker(
             [v.index for v in views if v.state in SATISFIED]
         )
@@ -104,10 +110,6 @@ class TaskRun:
         """Steps to look at on the next dispatch (unblocked children, due retries)."""
         self.dirty = True
         self.started_at: float | None = task.started_at
-
-    @property
-    def task_id(self) -> str:
-        return self.task.id
 
     @property
     def failed_permanently(self) -> int:
@@ -121,13 +123,19 @@ class TaskRun:
 
     def set_state(self, view: StepView, state: str) -> None:
         """Move a view (after the store accepted it), keeping counters and the tracker in step."""
-        was_retrying = view.may_retry()
-        self.counts[view.state] -= 1
-        self.counts[state] += 1
+        old = view.state
+        was_retrying = old == ERROR and view.may_retry()
+        counts = self.counts
+        counts[old] -= 1
+        counts[state] += 1
         view.state = state
         if state in SATISFIED:
             self._newly_satisfied.append(view.index)
-        self.retrying += int(view.may_retry()) - int(was_retrying)
+        elif state == ERROR:
+            self.retrying += view.may_retry() - was_retrying
+            self.dirty = True
+            return
+        self.retrying -= was_retrying
         self.dirty = True
 
     def settle_dependencies(self) -> None:
@@ -180,10 +188,15 @@ def build_views(
     default_timeout: float,
 ) -> list[StepView]:
     by_name = {s.name: s for s in template.steps}
+    handlers: dict[str, tuple[Callable[..., Any], bool]] = {}  # resolved once per handler
     views = []
     for step in steps:
         spec = by_name[step.name]
         timeout = spec.timeout if spec.timeout is not None else default_timeout
         backoff = (spec.retry.backoff_base, spec.retry.backoff_max)
-        views.append(StepView(step, resolve(step.handler), timeout, dict(spec.config), backoff))
+        handler = handlers.get(step.handler)
+        if handler is None:
+            fn = resolve(step.handler)
+            handler = handlers[step.handler] = (fn, inspect.iscoroutinefunction(fn))
+        views.append(StepView(step, handler[0], timeout, dict(spec.config), backoff, handler[1]))
     return views
