@@ -67,7 +67,13 @@ if TYPE_CHECKING:
     from tasker_core.orchestration.leases import new_owner_id
     from tasker_core.protocols import EventSink, Queue, Store, TemplateFinder
     from tasker_core.registry import Registry
-    from tasker_core.serialization import check_json, copy_json, dumps_json, loads_json
+    from tasker_core.serialization import (
+        check_json,
+        copy_json,
+        dumps_json,
+        encode_event_payloads,
+        loads_json,
+    )
     from tasker_core.solver import DependencyTracker, WorkflowGraph, build_graph
     from tasker_core.templates import (
         RetryPolicy,
@@ -93,6 +99,7 @@ _EXPORTS: dict[str, str] = {
     "loads_json": "tasker_core.serialization",
     "check_json": "tasker_core.serialization",
     "copy_json": "tasker_core.serialization",
+    "encode_event_payloads": "tasker_core.serialization",
     "retry_delay": "tasker_core.orchestration.backoff",
     "Executor": "tasker_core.orchestration.executor",
     "Job": "tasker_core.orchestration.executor",
@@ -241,6 +248,7 @@ __all__ = [
     "check_json",
     "copy_json",
     "dumps_json",
+    "encode_event_payloads",
     "evaluate",
     "format_duration",
     "handler",

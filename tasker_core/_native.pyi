@@ -1,16 +1,16 @@
 """Type stub of the Rust extension ``tasker_core._native`` (tasker_native/crates/tasker-py).
 
 Hand-written and checked against the built module by
-``python -m mypy.stubtest tasker_core._native``. Only ``tasker_core.fsm``, ``tasker_core.solver``
-and ``tasker_core.orchestration.backoff`` import it.
+``python -m mypy.stubtest tasker_core._native``. Only ``tasker_core.fsm``, ``tasker_core.solver``,
+``tasker_core.serialization`` and ``tasker_core.orchestration.backoff`` import it.
 
 Conventions: states and events cross the boundary as small integer codes (their position in the
 ``states``/``events`` lists of spec/states.toml); steps are indices into the graph's ``names``.
 Errors are the exception classes of ``tasker_core.errors``.
 """
 
-from collections.abc import Sequence
-from typing import final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, final
 
 SPEC_DIGEST: str
 """SHA-256 (hex) of the spec/states.toml the module was built from (tests use it to name drift)."""
@@ -182,4 +182,17 @@ def backoff_delay(
     (negative, or 2**64 and up) or ``attempt`` is outside signed 64 bits. Then ValueError when
     attempt < 1, base < 0, max_delay < 0 or jitter is outside [0, 1], and when base, max_delay
     or jitter is NaN.
+    """
+
+def encode_event_payloads(events: Iterable[Any], fallback: Callable[[Any], bytes]) -> list[bytes]:
+    """Each event's wire payload, in order: compact ASCII JSON of ``event.to_dict()``.
+
+    Byte for byte what ``json.dumps(event.to_dict(), separators=(",", ":"), allow_nan=False)
+    .encode()`` writes, for events (``tasker_core.Event`` or anything with its attributes
+    ``name, id, time, task_id, namespace, workflow, version, data``) whose values all have the
+    exact types None, bool, int, float, str, list, tuple, or dict with str keys, nested at most
+    100 deep, and whose ``data`` is a dict with no key named like a common field. Any other event
+    is written by ``fallback(event)``, which must return bytes (TypeError otherwise) and whose
+    exceptions propagate. ValueError, naming the event's position, name and id and the path to
+    the value (``data["payload"][2]``), for a NaN or infinity.
     """

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from cattrs import Converter
 from cattrs.preconf.json import make_converter as _make_json_converter
+
+from tasker_core import _native
+
+if TYPE_CHECKING:
+    from tasker_core.models import Event
 
 __all__ = [
     "check_json",
@@ -21,6 +27,7 @@ __all__ = [
     "converter",
     "copy_json",
     "dumps_json",
+    "encode_event_payloads",
     "loads_json",
     "make_converter",
 ]
@@ -192,6 +199,27 @@ def dumps_json(value: Any, where: str = "value") -> str:
 def loads_json(text: str | bytes) -> Any:
     """Parse JSON text (the inverse of :func:`dumps_json`)."""
     return json.loads(text)
+
+
+_EVENT_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _event_payload(event: Event) -> bytes:
+    """The definition of an event's payload, and the native encoder's fallback."""
+    return _EVENT_ENCODE(event.to_dict()).encode()
+
+
+def encode_event_payloads(events: Iterable[Event]) -> list[bytes]:
+    """Each event's payload for the wire, in order, in one native call.
+
+    A payload is ``json.dumps(event.to_dict(), separators=(",", ":"), allow_nan=False)
+    .encode()``, byte for byte: compact JSON, ASCII only (``\\uXXXX`` escapes, surrogate pairs
+    beyond the BMP), floats as ``repr`` writes them. Event sinks that ship events elsewhere use
+    it: plain JSON values are written natively, anything else (subclasses of str or int, say) by
+    the standard library. Errors are json's: ValueError for a NaN or infinity (naming the event
+    and the key), TypeError for a value JSON cannot hold; one bad event fails the call.
+    """
+    return _native.encode_event_payloads(events, _event_payload)
 
 
 def _is_any(tp: Any) -> bool:

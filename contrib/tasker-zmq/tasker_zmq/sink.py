@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import cast
 
 import zmq
-from tasker_core import ConfigError, Event
+from tasker_core import ConfigError, Event, encode_event_payloads
 from zmq.auth.thread import ThreadAuthenticator
 
 from tasker_zmq.auth import SUBSCRIBERS, start_authenticator
 from tasker_zmq.keys import KeyPair, load_public_key, load_secret_key
 from tasker_zmq.options import SECTION, ZmqOptions
-from tasker_zmq.wire import encode_payload
 
 __all__ = ["ZmqSink"]
 
@@ -46,6 +45,8 @@ _DROP_KINDS = ("no_subscriber", "hwm", "unencodable", "closed")
 _START_TIMEOUT = 30.0  # opening a socket is immediate; this only guards against a wedged thread
 _CLOSE_GRACE = 5.0
 _GATHER_MS = 10
+# What json raises for data it cannot write (RecursionError: nested too deep).
+_UNENCODABLE = (TypeError, ValueError, RecursionError)
 
 
 class _Keys:
@@ -346,7 +347,7 @@ class ZmqSink:
             self._cond.notify_all()
 
     def _send(self, socket: zmq.Socket[bytes], batches: Iterable[Sequence[Event]]) -> None:
-        """Per batch: skip the unwanted events and encode the rest, then send them all.
+        """Per batch: skip the unwanted events, encode the rest in one native call, send them.
 
         Encoding a whole batch before sending keeps the sends together: each send releases the
         GIL, and between back-to-back sends the engine's threads rarely take it over, so there
@@ -356,10 +357,11 @@ class ZmqSink:
         # and skipping it saves a Python call per frame.
         send = zmq.backend.Socket.send
         more, last = zmq.SNDMORE | zmq.NOBLOCK, zmq.NOBLOCK
-        topics, encode = self._topics, encode_payload
+        topics = self._topics
         sent = full = unwanted = 0
         for events in batches:
-            messages: list[tuple[bytes, bytes]] = []
+            wanted: list[Event] = []
+            wanted_topics: list[bytes] = []
             for event in events:
                 topic = topics.get(event.name)
                 if topic is None:
@@ -367,17 +369,11 @@ class ZmqSink:
                     if topic is None:
                         unwanted += 1
                         continue
-                try:
-                    messages.append((topic, encode(event)))
-                except (TypeError, ValueError) as exc:
-                    self._count("unencodable", 1)
-                    log.warning(
-                        "zmq sink: dropped %s event %s: not plain JSON (%s)",
-                        event.name,
-                        event.id,
-                        exc,
-                    )
-            for topic, payload in messages:
+                wanted.append(event)
+                wanted_topics.append(topic)
+            for topic, payload in zip(wanted_topics, self._encode(wanted), strict=True):
+                if payload is None:
+                    continue
                 try:
                     send(socket, topic, more)
                 except zmq.Again:
@@ -391,6 +387,28 @@ class ZmqSink:
             self._sent += sent
             self._drops["hwm"] += full
             self._drops["no_subscriber"] += unwanted
+
+    def _encode(self, events: list[Event]) -> list[bytes] | list[bytes | None]:
+        """The events' payloads; None (counted, logged) for an event that is not plain JSON.
+
+        One native call for the batch; only when it fails is each event encoded alone, to drop
+        just the bad ones.
+        """
+        try:
+            return encode_event_payloads(events)
+        except _UNENCODABLE:
+            pass
+        payloads: list[bytes | None] = []
+        for event in events:
+            try:
+                payloads.append(encode_event_payloads((event,))[0])
+            except _UNENCODABLE as exc:
+                payloads.append(None)
+                self._count("unencodable", 1)
+                log.warning(
+                    "zmq sink: dropped %s event %s: not plain JSON (%s)", event.name, event.id, exc
+                )
+        return payloads
 
     def _route(self, name: str) -> bytes | None:
         """The topic of ``name`` if someone subscribes to it (remembered), else None."""

@@ -170,7 +170,21 @@ def test_publishing_after_close_counts_drops_and_close_is_idempotent(
     assert sink.stats()["closed"] == 2
 
 
-def test_an_event_that_is_not_json_is_dropped_alone(make_engine: Callable[..., Engine]) -> None:
+def deeply_nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [float("nan"), {1, 2}, deeply_nested(5000)],
+    ids=["nan", "set", "nested-too-deep"],
+)
+def test_an_event_that_is_not_json_is_dropped_alone(
+    make_engine: Callable[..., Engine], bad: Any
+) -> None:
     sink = bound_sink()
     subscriber = Subscriber(sink.endpoint)
     try:
@@ -192,7 +206,7 @@ def test_an_event_that_is_not_json_is_dropped_alone(make_engine: Callable[..., E
             workflow="w",
             version="1",
             time=1.0,
-            payload=float("nan"),
+            payload=bad,
         )
         sink.publish([bad, good])
         got = receive_all(subscriber, 1)

@@ -5,6 +5,7 @@
 
 mod columns;
 mod errors;
+mod events_json;
 mod fsm;
 mod graph;
 mod names;
@@ -56,6 +57,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<graph::DependencyTracker>()?;
     m.add_function(wrap_pyfunction!(jitter_fraction, m)?)?;
     m.add_function(wrap_pyfunction!(backoff_delay, m)?)?;
+    m.add_function(wrap_pyfunction!(events_json::encode_event_payloads, m)?)?;
     // pyo3 lists every added name in `__all__`; the private module's surface is the stub's.
     m.delattr("__all__")?;
     Ok(())
