@@ -14,8 +14,8 @@
      decodes every event: the zmq sink **on**,
    - ``[log, zmq]`` with a subscriber of ``task.`` only.
    Reported: steps/s, the on/off ratio of each round (median), process CPU per step, and the
-   CPU of the sink's own threads per step (its I/O thread, libzmq's, and the event bus's thread
-   that hands it batches). Target: the sink costs under 10% of steps/s.
+   CPU of the sink's own threads per step, in all and by thread (its I/O thread, libzmq's, and
+   the event bus's thread that hands it batches). Target: the sink costs under 10% of steps/s.
 
 Prints markdown tables (docs/performance.md, "ZeroMQ event bus").
 """
@@ -162,6 +162,12 @@ def threads() -> set[int]:
         return set()
 
 
+def named_threads(name: str) -> list[int]:
+    """The native ids of this process's Python threads called ``name``."""
+    ids = [t.native_id for t in threading.enumerate() if t.name == name]
+    return [native_id for native_id in ids if native_id is not None]
+
+
 def thread_cpu(native_id: int) -> float:
     """Seconds of CPU a thread of this process has used (Linux schedstat; 0 elsewhere)."""
     try:
@@ -190,11 +196,15 @@ def engine_run(width: int, setting: str, frontends: dict[str, str]) -> dict[str,
         assert sink.wait_for_subscriptions(timeout=30)
         sinks.append(sink)
     engine = Engine(config, sinks=sinks)
+    bus_ids: list[int] = []
     if sink is not None:  # and the event bus's thread that hands the sink its batches
-        bus = [t.native_id for t in threading.enumerate() if t.name == "tasker-sink-zmq"]
-        own |= {native_id for native_id in bus if native_id is not None}
+        bus_ids = named_threads("tasker-sink-zmq")
+        own |= set(bus_ids)
     engine.register_handler("bench.noop", lambda ctx: None)
     engine.register_template(fanout(width))
+    io = set(named_threads("tasker-zmq-io")) & own
+    parts = {"io": io, "libzmq": own - io - set(bus_ids), "bus": set(bus_ids)}
+    parts_before = {name: sum(thread_cpu(t) for t in ids) for name, ids in parts.items()}
     own_before = sum(thread_cpu(t) for t in own)
     cpu_before = time.process_time()
     started = time.perf_counter()
@@ -206,6 +216,9 @@ def engine_run(width: int, setting: str, frontends: dict[str, str]) -> dict[str,
         wait_until_sent(sink, engine.event_stats()["zmq"].delivered, timeout=60)
     cpu = time.process_time() - cpu_before
     own_cpu = sum(thread_cpu(t) for t in own) - own_before
+    parts_cpu = {
+        name: sum(thread_cpu(t) for t in ids) - parts_before[name] for name, ids in parts.items()
+    }
     engine.close()
     steps = width + 1
     result = {"steps_per_s": steps / elapsed, "cpu_us_per_step": cpu / steps * 1e6}
@@ -213,6 +226,7 @@ def engine_run(width: int, setting: str, frontends: dict[str, str]) -> dict[str,
         stats = sink.stats()
         result |= {
             "sink_us_per_step": own_cpu / steps * 1e6,
+            **{f"{name}_us_per_step": cpu / steps * 1e6 for name, cpu in parts_cpu.items()},
             "events_per_step": (stats["sent"] + stats["dropped"]) / steps,
             "dropped": stats["dropped"],
             "no_subscriber": stats["no_subscriber"],
@@ -265,6 +279,15 @@ def report(bus: dict[str, Any], runs: dict[str, list[dict[str, float]]], steps: 
         f"{off_cpu:.1f} µs a step costs with zmq off; process CPU per step on vs off: "
         f"{on_cpu / off_cpu - 1:+.1%}"
     )
+    split = ", ".join(
+        f"{label} {median(runs['on'], f'{name}_us_per_step'):.1f}"
+        for name, label in (
+            ("io", "the sink's I/O thread"),
+            ("libzmq", "libzmq's threads"),
+            ("bus", "the bus's hand-over thread"),
+        )
+    )
+    print(f"- by thread (µs per step, medians): {split}")
     print(
         f"- with a subscriber of `task.` only: {paired('on_task', 'off'):+.1%} vs off; "
         f"sink threads {median(runs['on_task'], 'sink_us_per_step'):.1f} µs per step"
