@@ -161,16 +161,24 @@ class Engine:
             updated_at=now,
             idempotency_key=self._identity(request, template),
         )
-        steps = [
+        task_id = task.id
+        pending = StepState.PENDING.value
+        steps = [  # positional (attempts, retry, lease owner/expiry, results, error): per step
             Step(
-                task_id=task.id,
-                index=i,
-                name=s.name,
-                handler=s.handler,
-                state=StepState.PENDING.value,
-                max_attempts=s.retry.max_attempts,
-                retryable=s.retry.retryable,
-                updated_at=now,
+                task_id,
+                i,
+                s.name,
+                s.handler,
+                pending,
+                s.retry.max_attempts,
+                s.retry.retryable,
+                0,
+                None,
+                None,
+                None,
+                None,
+                None,
+                now,
             )
             for i, s in enumerate(template.steps)
         ]

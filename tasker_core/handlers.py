@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from attrs import frozen
+from attrs import field, frozen
 
 from tasker_core.models import JSON
 
@@ -38,9 +38,16 @@ class PermanentError(Exception):
 Publisher = Callable[[str, JSON], None]
 
 
+_step_log = logging.getLogger("tasker.step")
+
+
 @frozen
 class StepContext:
-    """Everything a handler may know about the attempt it runs."""
+    """Everything a handler may know about the attempt it runs.
+
+    ``logger`` may be given as None: the adapter is then built on first use (most handlers never
+    log, and building one per attempt is a measurable share of a no-op step's cost).
+    """
 
     task_id: str
     namespace: str
@@ -56,9 +63,17 @@ class StepContext:
     """The step's ``config`` mapping from the template."""
     dependencies: Mapping[str, JSON]
     """Results of the steps this step depends on, by step name."""
-    logger: logging.LoggerAdapter[logging.Logger]
-    """Logger ``tasker.step``; records carry ``task_id`` and ``step`` as extra attributes."""
+    _logger: logging.LoggerAdapter[logging.Logger] | None = field(alias="logger", eq=False)
     _publish: Publisher
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """Logger ``tasker.step``; records carry ``task_id`` and ``step`` as extra attributes."""
+        adapter = self._logger
+        if adapter is None:
+            adapter = logging.LoggerAdapter(_step_log, {"task_id": self.task_id, "step": self.step})
+            object.__setattr__(self, "_logger", adapter)  # a cache: equal and hash ignore it
+        return adapter
 
     def result_of(self, step: str) -> JSON:
         """The results of dependency ``step``; KeyError naming the known ones otherwise."""

@@ -23,7 +23,6 @@ StepKey = tuple[str, str]
 Encode = Callable[[Any, str], Any]
 """Turns a JSON payload into its stored form, raising TypeError (naming ``where``) if not JSON."""
 
-_LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None}
 STORES_RESULTS = frozenset({"complete", "resolved_manually"})
 """Target states whose change stores ``results``."""
 _TASK_DONE = frozenset({"complete", "error", "cancelled", "resolved_manually"})
@@ -125,16 +124,16 @@ def write_step_fields(
     elif to == "complete":
         out["results"] = results
         out["error"] = None
-        out.update(_LEASE_CLEARED)
+        out["lease_owner"] = out["lease_expires_at"] = None
     elif to == "error":
         out["error"] = c.error
         out["next_retry_at"] = c.next_retry_at
-        out.update(_LEASE_CLEARED)
+        out["lease_owner"] = out["lease_expires_at"] = None
     elif to == "resolved_manually":
         out["results"] = results
-        out.update(_LEASE_CLEARED)
+        out["lease_owner"] = out["lease_expires_at"] = None
     elif to == "cancelled":
-        out.update(_LEASE_CLEARED)
+        out["lease_owner"] = out["lease_expires_at"] = None
     if c.max_attempts is not None:
         out["max_attempts"] = c.max_attempts
 

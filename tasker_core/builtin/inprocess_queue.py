@@ -1,6 +1,9 @@
 """The in-process queue (scheme ``memory``): the embedded engine's work queue.
 
-A heap of visible-at times plus a claims table, under one lock and a condition for ``wait``.
+Waiting entries ``(visible_at, seq, key)`` live in a FIFO while they arrive in that order (the
+engine enqueues at "now", so nearly always: O(1) each) and in a heap otherwise; a claim takes the
+smaller head of the two, which keeps the (visible_at, enqueue order) order exactly. A claims table,
+one lock and a condition for ``wait`` complete it.
 It keeps nothing across processes: after a crash the store's ``enqueued`` steps are enqueued
 again by the engine on start.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +29,8 @@ class InProcessQueue:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._heap: list[tuple[float, int, Key]] = []  # (visible_at, seq, key)
+        self._ready: deque[tuple[float, int, Key]] = deque()  # (visible_at, seq, key), sorted
+        self._heap: list[tuple[float, int, Key]] = []  # entries that arrived out of order
         self._items: dict[Key, WorkItem] = {}
         self._waiting: dict[Key, int] = {}  # key -> seq of its live heap entry
         self._claims: dict[Key, Claim] = {}
@@ -34,31 +39,53 @@ class InProcessQueue:
 
     def enqueue(self, items: Sequence[WorkItem]) -> None:
         with self._cond:
+            known = self._items
+            push = self._push
             for item in items:
                 key = (item.task_id, item.step)
-                if key in self._items:
+                if key in known:
                     continue
-                self._items[key] = item
-                self._push(key, item.available_at)
+                known[key] = item
+                push(key, item.available_at)
             self._cond.notify_all()
 
     def _push(self, key: Key, at: float) -> None:
         seq = next(self._seq)
         self._waiting[key] = seq
-        heapq.heappush(self._heap, (at, seq, key))
+        ready = self._ready
+        if not ready or ready[-1][0] <= at:  # seq grows: the FIFO stays sorted
+            ready.append((at, seq, key))
+        else:
+            heapq.heappush(self._heap, (at, seq, key))
 
     def claim(self, owner: str, limit: int, lease: float, now: float) -> list[Claim]:
         out: list[Claim] = []
         with self._lock:
             self._reclaim_expired(now)
+            ready = self._ready
             heap = self._heap
-            while heap and len(out) < limit and heap[0][0] <= now:
-                _, seq, key = heapq.heappop(heap)
-                if self._waiting.get(key) != seq:
+            waiting = self._waiting
+            items = self._items
+            claims = self._claims
+            tokens = self._tokens
+            expires = now + lease
+            while len(out) < limit:
+                if ready and (not heap or ready[0] < heap[0]):
+                    at, seq, key = ready[0]
+                    if at > now:
+                        break
+                    ready.popleft()
+                elif heap:
+                    at, seq, key = heap[0]
+                    if at > now:
+                        break
+                    heapq.heappop(heap)
+                else:
+                    break
+                if waiting.get(key) != seq:
                     continue  # stale entry: acked, or re-pushed later
-                del self._waiting[key]
-                claim = Claim(self._items[key], owner, next(self._tokens), now + lease)
-                self._claims[key] = claim
+                del waiting[key]
+                claim = claims[key] = Claim(items[key], owner, next(tokens), expires)
                 out.append(claim)
         return out
 
@@ -78,12 +105,16 @@ class InProcessQueue:
     def ack(self, claims: Sequence[Claim]) -> list[bool]:
         out = []
         with self._lock:
+            held = self._claims
+            items = self._items
             for claim in claims:
-                ok = self._current(claim)
+                item = claim.item
+                key = (item.task_id, item.step)
+                current = held.get(key)
+                ok = current is not None and current.token == claim.token
                 if ok:
-                    key = (claim.item.task_id, claim.item.step)
-                    del self._claims[key]
-                    del self._items[key]
+                    del held[key]
+                    del items[key]
                 out.append(ok)
         return out
 
@@ -122,6 +153,7 @@ class InProcessQueue:
 
     def close(self) -> None:
         with self._cond:
+            self._ready.clear()
             self._heap.clear()
             self._items.clear()
             self._waiting.clear()

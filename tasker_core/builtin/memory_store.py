@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Sequence
+from math import isfinite
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -39,8 +40,11 @@ _R = TypeVar("_R", Step, Task)
 _Logged = tuple[str, str | None, str, str, str, str, float, int]
 """A stored transition: Transition's fields in order, but ``metadata`` and ``most_recent``."""
 
-_Decided = tuple[int, Change, "dict[str, Any] | None", Any, Any]
-"""(index, change, its step row or None for a task change, copied metadata, copied results)."""
+_Decided = tuple[int, Change, "dict[str, Any] | None", Any, Any, int]
+"""(index, change, its step row or None for a task change, copied metadata, copied results,
+the step's attempts before the change)."""
+_Undo = tuple["dict[str, Any]", str, int]
+"""A step row and the (state, attempts) it had before pass one moved it."""
 
 _TASK_FIELDS = tuple(a.name for a in attrs.fields(Task))
 
@@ -64,6 +68,27 @@ def _row(s: Step) -> dict[str, Any]:
         "error": s.error,
         "updated_at": s.updated_at,
     }
+
+
+def _undo(undo: list[_Undo]) -> None:
+    """Put step rows back, newest first (a row moved twice in a batch ends as it started)."""
+    for row, state, attempts in reversed(undo):
+        row["state"] = state
+        row["attempts"] = attempts
+
+
+def _copy_metadata(value: Any) -> Any:
+    """copy_json for transition metadata, whose usual shape (a small flat dict of str keys to
+    ints, strs, None or finite floats) is checked here without a further call."""
+    if type(value) is dict:
+        for k, v in value.items():
+            kind = type(v)
+            if type(k) is not str or not (
+                kind is int or kind is str or v is None or (kind is float and isfinite(v))
+            ):
+                return copy_json(value, "metadata")
+        return dict(value)
+    return copy_json(value, "metadata")
 
 
 def _with(record: _R, names: tuple[str, ...], updates: dict[str, Any]) -> _R:
@@ -163,15 +188,17 @@ class MemoryStore:
         The rules are batch.py's (the planner the SQLite store uses, and :func:`write_step_fields`
         / :func:`task_fields` for what a change sets); the hypothesis state machine of the
         conformance kit holds both stores to the same reference model. Pass one finds every
-        record, copies every payload and decides the compare-and-sets in order (on a small overlay
-        of (state, attempts), so a change sees the earlier ones of its batch); it raises before
-        anything is written. Pass two updates rows in place and appends the transitions.
+        record, copies every payload and decides the compare-and-sets in order, moving each step
+        row's (state, attempts) as it goes so that a change sees the earlier ones of its batch;
+        if it raises, or an atomic batch loses a compare-and-set, those moves are undone and
+        nothing else was written. Pass two writes the remaining fields and the transitions.
         """
         events = check_events(changes)
         with self._lock:
             self._record("apply", changes=len(changes), now=now)
-            decided = self._decide(changes)
+            decided, undo = self._decide(changes)
             if atomic and len(decided) != len(changes):
+                _undo(undo)
                 return [False] * len(changes)
             # Nothing below can fail: the batch is valid and every payload is already copied.
             logs = self._transitions
@@ -180,18 +207,22 @@ class MemoryStore:
             in_progress = self._in_progress
             sort_key = self._sort_key
             applied = [False] * len(changes)
-            for i, c, row, metadata, results in decided:
+            log: list[_Logged] = []
+            metadata_log: list[Any] = []
+            log_tid = None
+            for i, c, row, metadata, results, attempts in decided:
                 applied[i] = True
                 tid = c.task_id
                 step: str | None
-                if row is not None:
-                    assert type(c) is StepChange
-                    step = c.step
-                    write_step_fields(row, c, row["attempts"], results, now)
+                if type(c) is StepChange:
+                    assert row is not None  # set for every step change
+                    name = c.step
+                    step = name
+                    write_step_fields(row, c, attempts, results, now)
                     if c.to_state == "in_progress":
-                        in_progress.add((tid, step))
+                        in_progress.add((tid, name))
                     elif c.from_state == "in_progress":
-                        in_progress.discard((tid, step))
+                        in_progress.discard((tid, name))
                 else:
                     assert type(c) is TaskChange
                     step = None
@@ -199,74 +230,92 @@ class MemoryStore:
                     self._tasks[tid] = _with(
                         task, _TASK_FIELDS, task_fields(c, task.started_at, now)
                     )
-                log = logs[tid]
+                if tid != log_tid:
+                    log_tid = tid
+                    log = logs[tid]
+                    metadata_log = metadata_logs[tid]
                 recent[(tid, step)] = len(log)
                 sort_key += 1
                 log.append(
                     (tid, step, c.from_state, c.to_state, events[i], c.reason, now, sort_key)
                 )
-                metadata_logs[tid].append(metadata)
+                metadata_log.append(metadata)
             self._sort_key = sort_key
             return applied
 
-    def _decide(self, changes: Sequence[Change]) -> list[_Decided]:
-        """The changes that win their compare-and-set, with their step row and copied payloads.
+    def _decide(self, changes: Sequence[Change]) -> tuple[list[_Decided], list[_Undo]]:
+        """The changes that win their compare-and-set, with their step row and copied payloads,
+        and how to put back the (state, attempts) of the step rows they moved.
 
         Raises TaskNotFoundError/KeyError for the first change naming a missing task or step and
-        then TypeError for the first payload that is not JSON, as the planner does.
+        then TypeError for the first payload that is not JSON, as the planner does (having put
+        every row back).
         """
         positions = self._positions
         all_steps = self._steps
         tasks = self._tasks
         decided: list[_Decided] = []
-        overlay: dict[int, tuple[str, int]] = {}  # id(row) -> (state, attempts) after earlier ones
+        undo: list[_Undo] = []
         task_overlay: dict[str, str] = {}
         not_json: TypeError | None = None
-        for i, c in enumerate(changes):
-            tid = c.task_id
-            named = positions.get(tid)
-            if named is None:
-                raise TaskNotFoundError(tid)
-            row: dict[str, Any] | None = None
-            if type(c) is StepChange:
-                pos = named.get(c.step)
-                if pos is None:
-                    raise KeyError(f"task {tid!r} has no step {c.step!r}")
-                row = all_steps[tid][pos]
-            if not_json is not None:
-                continue  # only looking for missing records now
-            try:
-                metadata = copy_json(c.metadata, "metadata")
-                results = (
-                    copy_json(c.results, "results")
-                    if type(c) is StepChange
-                    and c.results is not None
-                    and c.to_state in STORES_RESULTS
-                    else None
-                )
-            except TypeError as exc:
-                not_json = exc
-                continue
-            if row is not None:
-                assert type(c) is StepChange
-                cur = overlay.get(id(row))
-                state, attempts = cur if cur is not None else (row["state"], row["attempts"])
-                if state != c.from_state or (
-                    c.expect_attempt is not None and attempts != c.expect_attempt
-                ):
-                    continue
-                overlay[id(row)] = (
-                    c.to_state,
-                    attempts + 1 if c.to_state == "in_progress" else attempts,
-                )
-            else:
-                if task_overlay.get(tid, tasks[tid].state) != c.from_state:
-                    continue
-                task_overlay[tid] = c.to_state
-            decided.append((i, c, row, metadata, results))
+        named: dict[str, int] = {}
+        rows: list[dict[str, Any]] = []
+        named_tid = None
+        try:
+            for i, c in enumerate(changes):
+                tid = c.task_id
+                if tid != named_tid:  # batches mostly name one task: look it up once
+                    found = positions.get(tid)
+                    if found is None:
+                        raise TaskNotFoundError(tid)
+                    named, named_tid, rows = found, tid, all_steps[tid]
+                if type(c) is StepChange:
+                    pos = named.get(c.step)
+                    if pos is None:
+                        raise KeyError(f"task {tid!r} has no step {c.step!r}")
+                    if not_json is not None:
+                        continue  # only looking for missing records now
+                    try:
+                        metadata = _copy_metadata(c.metadata)
+                        results = (
+                            copy_json(c.results, "results")
+                            if c.results is not None and c.to_state in STORES_RESULTS
+                            else None
+                        )
+                    except TypeError as exc:
+                        not_json = exc
+                        continue
+                    row = rows[pos]
+                    state = row["state"]
+                    attempts = row["attempts"]
+                    expect = c.expect_attempt
+                    if state != c.from_state or (expect is not None and attempts != expect):
+                        continue
+                    undo.append((row, state, attempts))
+                    to = c.to_state
+                    row["state"] = to
+                    if to == "in_progress":
+                        row["attempts"] = attempts + 1
+                    decided.append((i, c, row, metadata, results, attempts))
+                else:
+                    if not_json is not None:
+                        continue
+                    try:
+                        metadata = _copy_metadata(c.metadata)
+                    except TypeError as exc:
+                        not_json = exc
+                        continue
+                    if task_overlay.get(tid, tasks[tid].state) != c.from_state:
+                        continue
+                    task_overlay[tid] = c.to_state
+                    decided.append((i, c, None, metadata, None, 0))
+        except BaseException:
+            _undo(undo)
+            raise
         if not_json is not None:
+            _undo(undo)
             raise not_json
-        return decided
+        return decided, undo
 
     def heartbeat(
         self, task_id: str, steps: Sequence[str], owner: str, expires_at: float

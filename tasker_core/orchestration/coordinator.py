@@ -56,7 +56,6 @@ from tasker_core.solver import WorkflowGraph
 from tasker_core.templates import TaskTemplate
 
 log = logging.getLogger("tasker.coordinator")
-_step_log = logging.getLogger("tasker.step")
 
 Key = tuple[str, str]
 
@@ -71,18 +70,20 @@ class _InFlight:
         self.claim = claim
 
 
-@attrs.define
 class _Batch:
-    """Everything one tick decided, applied or dropped together."""
+    """Everything one tick decided, applied or dropped together (one per tick: a plain class)."""
 
-    changes: list[Change] = attrs.Factory(list)
-    events: list[Event] = attrs.Factory(list)
-    starts: list[_InFlight] = attrs.Factory(list)
-    """Jobs to submit once the batch is stored."""
-    done_claims: list[Claim] = attrs.Factory(list)
-    """Queue claims of the attempts this batch records (acknowledged before dispatch)."""
-    touched: set[str] = attrs.Factory(set)
-    finished: list[str] = attrs.Factory(list)
+    __slots__ = ("changes", "done_claims", "events", "finished", "starts", "touched")
+
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+        self.events: list[Event] = []
+        self.starts: list[_InFlight] = []
+        """Jobs to submit once the batch is stored."""
+        self.done_claims: list[Claim] = []
+        """Queue claims of the attempts this batch records (acknowledged before dispatch)."""
+        self.touched: set[str] = set()
+        self.finished: list[str] = []
 
 
 class Coordinator:
@@ -168,7 +169,8 @@ class Coordinator:
     def tick(self) -> bool:
         """One round: record, dispatch, finalize, commit. False when nothing is left to wait for."""
         self._listening = self.bus.listening  # once per tick: most runs have no sink at all
-        self._run_commands()
+        if not self._commands.empty():
+            self._run_commands()
         outcomes = self._collect(self._block_time())
         now = self.clock.now()
         batch = _Batch()
@@ -200,12 +202,9 @@ class Coordinator:
     # -- loading ------------------------------------------------------------------------------
 
     def _run_commands(self) -> None:
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except stdqueue.Empty:
-                return
-            command()
+        commands = self._commands
+        while not commands.empty():  # this thread is the only consumer
+            commands.get_nowait()()
 
     def _load(self, task_id: str, created: Sequence[Step] | None = None) -> None:
         """(Re)build a run from the store; fail attempts whose worker is gone."""
@@ -297,11 +296,10 @@ class Coordinator:
                 self._commands.get(timeout=block)()
             except stdqueue.Empty:
                 return out
-        while True:
-            try:
-                out.append(self._inbox.get_nowait())
-            except stdqueue.Empty:
-                return out
+        inbox = self._inbox
+        while not inbox.empty():  # this thread is the only consumer: no Empty to raise
+            out.append(inbox.get_nowait())
+        return out
 
     # -- record outcomes ----------------------------------------------------------------------
 
@@ -317,28 +315,38 @@ class Coordinator:
                 self._success(entry.run, entry.view, outcome, batch)
             else:
                 self._failure(entry.run, entry.view, outcome, now, batch)
-        for key, entry in list(self._in_flight.items()):
+        overran = [
+            (key, entry)
+            for key, entry in self._in_flight.items()
+            if entry.job.timeout is not None and now >= entry.job.started_at + entry.job.timeout
+        ]
+        for key, entry in overran:
             job = entry.job
-            if job.timeout is not None and now >= job.started_at + job.timeout:
-                del self._in_flight[key]
-                self._executor.abandon(job)
-                batch.done_claims.append(entry.claim)
-                self._failure(entry.run, entry.view, timeout_outcome(job, now), now, batch)
+            del self._in_flight[key]
+            self._executor.abandon(job)
+            batch.done_claims.append(entry.claim)
+            self._failure(entry.run, entry.view, timeout_outcome(job, now), now, batch)
 
     def _success(self, run: TaskRun, view: StepView, outcome: StepOutcome, batch: _Batch) -> None:
+        attempt = outcome.attempt
+        results = outcome.results
         batch.changes.append(
-            StepChange(
+            StepChange(  # positional (reason, metadata, lease, results, error, retry, attempt)
                 run.task_id,
                 view.name,
                 IN_PROGRESS,
                 COMPLETE,
-                reason="handler returned",
-                metadata={"attempt": outcome.attempt, "duration": outcome.duration},
-                results=outcome.results,
-                expect_attempt=outcome.attempt,
+                "handler returned",
+                {"attempt": attempt, "duration": outcome.duration},
+                None,
+                None,
+                results,
+                None,
+                None,
+                attempt,
             )
         )
-        view.results = outcome.results
+        view.results = results
         view.error = None
         run.set_state(view, COMPLETE)
         batch.touched.add(run.task_id)
@@ -447,24 +455,25 @@ class Coordinator:
                 continue
             if run.task.state == TaskState.PENDING:
                 self._task_change(run, TaskState.IN_PROGRESS, "dispatching ready steps", batch, now)
+            changes = batch.changes
+            set_state = run.set_state
             for view in ready:
-                retry = view.state == ERROR
-                batch.changes.append(
+                name = view.name
+                state = view.state
+                changes.append(
                     StepChange(
                         task_id,
-                        view.name,
-                        view.state,
+                        name,
+                        state,
                         ENQUEUED,
-                        reason="retry: backoff elapsed" if retry else "dependencies satisfied",
-                        metadata={"attempt": view.attempts + 1},
+                        "retry: backoff elapsed" if state == ERROR else "dependencies satisfied",
+                        {"attempt": view.attempts + 1},
                     )
                 )
-                run.set_state(view, ENQUEUED)
+                set_state(view, ENQUEUED)
                 if listening:
-                    self._event(
-                        batch, run, "step.enqueued", step=view.name, attempt=view.attempts + 1
-                    )
-                items.append(WorkItem(task_id, view.name, now))
+                    self._event(batch, run, "step.enqueued", step=name, attempt=view.attempts + 1)
+                items.append(WorkItem(task_id, name, now))
             batch.touched.add(task_id)
             if listening:
                 self._event(batch, run, "workflow.steps_ready", steps=[v.name for v in ready])
@@ -487,15 +496,15 @@ class Coordinator:
         task_id = task.id
         attempt = view.attempts + 1
         batch.changes.append(
-            StepChange(
+            StepChange(  # positional (reason, metadata, lease_owner, lease_expires_at)
                 task_id,
                 name,
                 ENQUEUED,
                 IN_PROGRESS,
-                reason=self._claimed_reason,
-                metadata={"attempt": attempt},
-                lease_owner=owner,
-                lease_expires_at=claim.expires_at,
+                self._claimed_reason,
+                {"attempt": attempt},
+                owner,
+                claim.expires_at,
             )
         )
         view.attempts = attempt
@@ -516,7 +525,7 @@ class Coordinator:
             task.context,
             view.config,
             run.dependency_results(view),
-            logging.LoggerAdapter(_step_log, {"task_id": task_id, "step": name}),
+            None,  # the logger: built if the handler uses it
             functools.partial(self._custom_event, run, name),
         )
         job = Job(task_id, name, attempt, view.fn, ctx, view.timeout, now, is_async=view.is_async)
@@ -616,7 +625,8 @@ class Coordinator:
             for task_id in batch.finished:
                 self.runs.pop(task_id, None)
             self._notify_finished()
-        self.bus.emit(batch.events)
+        if batch.events:
+            self.bus.emit(batch.events)
 
     def _notify_finished(self) -> None:
         with self._finished:

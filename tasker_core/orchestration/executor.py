@@ -153,11 +153,13 @@ class Executor:
         threading.Thread(target=self._work, name="tasker-step", daemon=True).start()
 
     def _work(self) -> None:
+        jobs = self._jobs
+        run_one = self._run_one
         while True:
-            job = self._jobs.get()
+            job = jobs.get()
             if job is None:
                 break
-            if not self._run_one(job):
+            if not run_one(job):
                 return
             del job  # an idle worker must not keep its last job (and the task's data) alive
         with self._lock:
@@ -165,7 +167,14 @@ class Executor:
 
     def _run_one(self, job: Job) -> bool:
         """Run ``job`` and report it; False when this thread must exit (it was replaced)."""
-        outcome = self._run_sync(job)
+        started = job.started_at
+        t0 = time.perf_counter()
+        try:
+            result = job.fn(job.ctx)
+        except Exception as exc:
+            outcome = _failure(job, exc, started, time.perf_counter() - t0)
+        else:
+            outcome = _success(job, result, started, time.perf_counter() - t0)
         if not job.abandoned:
             self._on_done(outcome)
             return True
@@ -176,16 +185,6 @@ class Executor:
                 self._alive -= 1
                 return False
         return True
-
-    @staticmethod
-    def _run_sync(job: Job) -> StepOutcome:
-        started = job.started_at
-        t0 = time.perf_counter()
-        try:
-            result = job.fn(job.ctx)
-        except Exception as exc:
-            return _failure(job, exc, started, time.perf_counter() - t0)
-        return _success(job, result, started, time.perf_counter() - t0)
 
     async def _run_async(self, job: Job) -> None:
         started = job.started_at

@@ -1,0 +1,105 @@
+"""What the hot-path shortcuts must keep: a lazily built step logger, a memory-store batch that is
+refused or raises after pass one moved rows leaves every row as it was, and the in-process queue's
+FIFO-plus-heap claims in (visible_at, enqueue order) whatever order items arrive in.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tasker_core import StepContext
+from tasker_core.builtin.inprocess_queue import InProcessQueue
+from tasker_core.builtin.memory_store import MemoryStore
+from tasker_core.errors import TaskNotFoundError
+from tasker_core.models import Step, StepChange, Task, WorkItem
+
+
+def _publish(name: str, payload: Any) -> None:
+    return None
+
+
+def _ctx(logger: logging.LoggerAdapter[logging.Logger] | None) -> StepContext:
+    return StepContext("t1", "ns", "wf", "1", "s", 1, 3, {}, {}, {}, logger, _publish)
+
+
+def test_a_context_without_logger_builds_one_once_carrying_task_and_step() -> None:
+    ctx = _ctx(None)
+    adapter = ctx.logger
+    assert adapter.logger.name == "tasker.step"
+    assert adapter.extra == {"task_id": "t1", "step": "s"}
+    assert ctx.logger is adapter
+    assert ctx == _ctx(None)  # the cached adapter takes no part in equality
+
+
+def test_a_given_logger_is_the_one_handlers_get() -> None:
+    given_adapter = logging.LoggerAdapter(logging.getLogger("mine"), {})
+    assert _ctx(given_adapter).logger is given_adapter
+
+
+def _store(states: list[str]) -> MemoryStore:
+    store = MemoryStore()
+    task = Task("t", "ns", "wf", "1", "in_progress", {}, 0.0, 0.0)
+    steps = [Step("t", i, f"s{i}", "h", state, 3, True) for i, state in enumerate(states)]
+    store.create_task(task, steps)
+    return store
+
+
+def _rows(store: MemoryStore) -> list[tuple[str, int]]:
+    return [(s.state, s.attempts) for s in store.get_steps("t")]
+
+
+def test_a_refused_atomic_batch_puts_back_rows_moved_twice() -> None:
+    store = _store(["pending", "enqueued"])
+    before = _rows(store)
+    batch = [
+        StepChange("t", "s0", "pending", "enqueued"),
+        StepChange("t", "s0", "enqueued", "in_progress", lease_owner="o"),
+        StepChange("t", "s1", "in_progress", "complete", expect_attempt=1),  # loses
+    ]
+    assert store.apply(batch, 1.0, atomic=True) == [False, False, False]
+    assert _rows(store) == before
+    assert store.get_transitions("t") == []
+    assert store.apply(batch, 1.0) == [True, True, False]  # not atomic: the winners apply
+    assert _rows(store) == [("in_progress", 1), ("enqueued", 0)]
+
+
+@pytest.mark.parametrize(
+    ("last", "error"),
+    [
+        (StepChange("t", "nope", "pending", "enqueued"), KeyError),
+        (StepChange("gone", "s0", "pending", "enqueued"), TaskNotFoundError),
+        (StepChange("t", "s1", "pending", "enqueued", metadata={"x": {1, 2}}), TypeError),
+    ],
+)
+def test_a_batch_that_raises_after_moving_rows_leaves_them_as_they_were(
+    last: StepChange, error: type[Exception]
+) -> None:
+    store = _store(["pending", "pending"])
+    with pytest.raises(error):
+        store.apply([StepChange("t", "s0", "pending", "enqueued"), last], 1.0)
+    assert _rows(store) == [("pending", 0), ("pending", 0)]
+    assert store.get_transitions("t") == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=6), min_size=1, max_size=5))
+def test_claims_follow_visible_time_then_enqueue_order(batches: list[list[int]]) -> None:
+    queue = InProcessQueue()
+    expected: list[tuple[float, int, str]] = []
+    for b, times in enumerate(batches):
+        items = [WorkItem("t", f"b{b}i{i}", float(at)) for i, at in enumerate(times)]
+        queue.enqueue(items)
+        expected += [
+            (item.available_at, len(expected) + k, item.step) for k, item in enumerate(items)
+        ]
+    claimed: list[Any] = []
+    for now in range(7):  # claim a few at a time as time passes
+        claimed += [c.item.step for c in queue.claim("o", 2, 30.0, float(now))]
+    claimed += [c.item.step for c in queue.claim("o", 100, 30.0, 10.0)]
+    assert claimed == [step for _, _, step in sorted(expected)][: len(claimed)]
+    assert sorted(claimed) == sorted(step for _, _, step in expected)
