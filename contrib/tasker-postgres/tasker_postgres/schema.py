@@ -72,10 +72,15 @@ def check_supported(version: int, where: str) -> None:
         )
 
 
-def upgrade(conn: Connection[Any], where: str) -> list[int]:
-    """Apply the migrations the database lacks (in one transaction); return their versions."""
+def upgrade(conn: Connection[Any], where: str, target: int | None = None) -> list[int]:
+    """Apply the migrations the database lacks (in one transaction); return their versions.
+
+    ``target`` stops at that version instead of the latest (how the upgrade tests build a
+    database as an older release left it); a database already past it is left alone.
+    """
+    goal = LATEST_VERSION if target is None else target
     with conn.transaction():
-        if current_version(conn) == LATEST_VERSION:
+        if current_version(conn) >= goal:
             return []
     applied: list[int] = []
     with conn.transaction():
@@ -84,7 +89,7 @@ def upgrade(conn: Connection[Any], where: str) -> list[int]:
         have = current_version(conn)
         check_supported(have, where)
         for migration in MIGRATIONS:
-            if migration.version <= have:
+            if migration.version <= have or migration.version > goal:
                 continue
             conn.execute(migration.sql.encode())
             conn.execute(

@@ -7,11 +7,14 @@ Without server binaries the Postgres tests skip with the reason; with TASKER_REQ
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import psycopg
 import pytest
 
+from tasker_postgres.db import conninfo
 from tasker_postgres.harness import Harness
+from tasker_postgres.schema import upgrade
 from tasker_postgres.testing import (
     ClusterUnavailable,
     TempCluster,
@@ -40,6 +43,22 @@ def pg_cluster() -> Iterator[TempCluster]:
 def pg_url(pg_cluster: TempCluster) -> str:
     """URL of a new database with the schema applied."""
     return fresh_database(pg_cluster, f"t{next(_names)}")
+
+
+@pytest.fixture
+def pg_url_at() -> Callable[[str, int], str]:
+    """Empty a test database and migrate it only up to ``version``: the database an older
+    release left behind, for the upgrade tests."""
+
+    def at(url: str, version: int) -> str:
+        with psycopg.connect(conninfo(url)) as conn:
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+            conn.commit()
+            upgrade(conn, "test", target=version)
+        return url
+
+    return at
 
 
 # -- in-process workers -------------------------------------------------------------------------

@@ -35,13 +35,16 @@ def test_db_upgrade_is_idempotent_and_status_reports_it(
     assert json.loads(capsys.readouterr().out)["version"] == LATEST_VERSION
 
 
-def test_migrating_an_empty_database_applies_every_version(pg_url: str) -> None:
+def test_migrating_an_empty_database_applies_every_version_in_order(pg_url: str) -> None:
     with psycopg.connect(conninfo(pg_url)) as conn:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
         conn.commit()
         assert current_version(conn) == 0
-        assert upgrade(conn, "test") == list(range(1, LATEST_VERSION + 1))
+        assert upgrade(conn, "test", target=2) == [1, 2]
+        assert upgrade(conn, "test", target=1) == []  # never downgrades
+        assert current_version(conn) == 2
+        assert upgrade(conn, "test") == list(range(3, LATEST_VERSION + 1))
         assert upgrade(conn, "test") == []
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -38,23 +39,10 @@ def chain_graph(n: int) -> list[tuple[list[int], list[int]]]:
     return [([i - 1] if i else [], [i + 1] if i + 1 < n else []) for i in range(n)]
 
 
-def _empty_at_version_1(url: str) -> None:
-    with psycopg.connect(conninfo(url)) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-        conn.execute(
-            "CREATE TABLE tasker_schema_version (version integer PRIMARY KEY, "
-            "description text NOT NULL, applied_at double precision NOT NULL)"
-        )
-        conn.execute(MIGRATIONS[0].sql.encode())
-        conn.execute("INSERT INTO tasker_schema_version VALUES (1, 'v1', 0)")
-        conn.commit()
-
-
 def test_upgrade_from_version_1_with_work_in_flight(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, pg_url_at: Callable[[str, int], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _empty_at_version_1(pg_url)
+    pg_url_at(pg_url, 1)
     # Let this code open the version-1 database to submit; the work is put in flight there
     # with version 1's own functions (this code calls the latest ones).
     monkeypatch.setattr(store_module, "LATEST_VERSION", 1)

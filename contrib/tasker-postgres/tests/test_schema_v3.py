@@ -7,13 +7,13 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 from tasker_core import Event, TaskRequest
 
-from tasker_postgres import schema as schema_module
 from tasker_postgres import store as store_module
 from tasker_postgres.db import conninfo
 from tasker_postgres.harness import Harness
@@ -49,26 +49,10 @@ def test_version_2_is_frozen() -> None:
     assert digest == "8d37489032fe634313761b45943ca7b1b3fccc0e113cae5b2f02e27e59a85d61"
 
 
-def _empty_at_version_2(url: str) -> None:
-    with psycopg.connect(conninfo(url)) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-        conn.execute(
-            "CREATE TABLE tasker_schema_version (version integer PRIMARY KEY, "
-            "description text NOT NULL, applied_at double precision NOT NULL)"
-        )
-        for migration in MIGRATIONS[:2]:
-            conn.execute(migration.sql.encode())
-            conn.execute(
-                "INSERT INTO tasker_schema_version VALUES (%s, 'test', 0)", (migration.version,)
-            )
-        conn.commit()
-
-
 def test_upgrade_from_version_2_with_work_in_flight(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, pg_url_at: Callable[[str, int], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _empty_at_version_2(pg_url)
+    pg_url_at(pg_url, 2)
     monkeypatch.setattr(store_module, "LATEST_VERSION", 2)  # to submit into the old database
     harness = Harness(pg_url)
     harness.handlers["ok"] = lambda ctx: ctx.step
@@ -88,10 +72,8 @@ def test_upgrade_from_version_2_with_work_in_flight(
         assert sorted(claims) == ["a", "b"]
         with psycopg.connect(conninfo(pg_url)) as conn:
             assert current_version(conn) == 2
-            monkeypatch.setattr(schema_module, "MIGRATIONS", MIGRATIONS[:3])  # up to 3 only
-            monkeypatch.setattr(schema_module, "LATEST_VERSION", 3)
-            assert upgrade(conn, "test") == [3]
-            assert upgrade(conn, "test") == []
+            assert upgrade(conn, "test", target=3) == [3]
+            assert upgrade(conn, "test", target=3) == []
             assert current_version(conn) == 3
             # The version-2 worker, still running, settles its attempt of a with version 2's
             # function: version 3 left it in place.

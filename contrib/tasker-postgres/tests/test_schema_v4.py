@@ -7,13 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 from tasker_core import StepError, TaskRequest
 
-from tasker_postgres import schema as schema_module
 from tasker_postgres import store as store_module
 from tasker_postgres.db import conninfo
 from tasker_postgres.harness import Harness
@@ -126,26 +126,10 @@ def test_version_4_reports_what_version_3_reports(pg_url: str) -> None:
     assert v4[4][1] == ["complete"]
 
 
-def _empty_at_version_3(url: str) -> None:
-    with psycopg.connect(conninfo(url)) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-        conn.execute(
-            "CREATE TABLE tasker_schema_version (version integer PRIMARY KEY, "
-            "description text NOT NULL, applied_at double precision NOT NULL)"
-        )
-        for migration in MIGRATIONS[:3]:
-            conn.execute(migration.sql.encode())
-            conn.execute(
-                "INSERT INTO tasker_schema_version VALUES (%s, 'test', 0)", (migration.version,)
-            )
-        conn.commit()
-
-
 def test_upgrade_from_version_3_with_work_in_flight(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, pg_url_at: Callable[[str, int], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _empty_at_version_3(pg_url)
+    pg_url_at(pg_url, 3)
     monkeypatch.setattr(store_module, "LATEST_VERSION", 3)  # to submit into the old database
     harness = Harness(pg_url)
     harness.handlers["ok"] = lambda ctx: ctx.step
@@ -160,9 +144,8 @@ def test_upgrade_from_version_3_with_work_in_flight(
         assert sorted(claims) == ["a", "b"]
         with psycopg.connect(conninfo(pg_url)) as conn:
             assert current_version(conn) == 3
-            monkeypatch.setattr(schema_module, "LATEST_VERSION", 4)
-            assert upgrade(conn, "test") == [4]
-            assert upgrade(conn, "test") == []
+            assert upgrade(conn, "test", target=4) == [4]
+            assert upgrade(conn, "test", target=4) == []
             assert current_version(conn) == 4
         # The version-3 worker, still running, settles a with version 3's function.
         now = time.time()
