@@ -96,6 +96,9 @@ class Transition:
     sort_key: int
     """Strictly increasing within a task: the order transitions happened in."""
     most_recent: bool
+    """True for the latest transition of its record (task or step). A store may keep it as a
+    column or derive it when reading (the builtin stores derive it from the record's pointer to
+    its last transition, so recording a transition never rewrites the previous one)."""
 
 
 @frozen
