@@ -19,6 +19,7 @@ from tasker_core import TaskerError
 from tasker_postgres.schema_sql import FUNCTIONS, SET_BASED, TABLES
 from tasker_postgres.schema_v3 import REPORTING
 from tasker_postgres.schema_v4 import FAST_SETTLE
+from tasker_postgres.schema_v5 import ONE_PASS_GRAPH
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "current_version", "upgrade"]
 
@@ -44,6 +45,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         3, "functions that report their decisions (enqueues, retries, task moves)", REPORTING
     ),
     Migration(4, "settle of successful outcomes in four statements", FAST_SETTLE),
+    Migration(5, "a task's step graph loaded with one write per step", ONE_PASS_GRAPH),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -32,8 +32,9 @@ __all__ = [
 ]
 
 Key = tuple[str, str]
-GraphFor = Callable[[Task], Sequence[tuple[Sequence[int], Sequence[int]]]]
-"""(parents, children) of every step of a task's workflow, by step index."""
+GraphFor = Callable[[Task], str | Sequence[tuple[Sequence[int], Sequence[int]]]]
+"""(parents, children) of every step of a task's workflow, by step index; or that list already
+encoded as JSON (a worker encodes a workflow's graph once)."""
 
 
 @frozen
@@ -226,7 +227,7 @@ class WorkTable:
             ),
             text_array([rows.encode_error(o.error) for o in outcomes]),
             float_array([o.retry_at for o in outcomes]),
-            text_array([rows.encode(o.metadata, "metadata") or "{}" for o in outcomes]),
+            text_array([rows.encode_metadata(o.metadata) for o in outcomes]),
             text_array([o.reason for o in outcomes]),
             int_array([o.bump for o in outcomes]),
             expired_before,
@@ -288,14 +289,14 @@ class WorkTable:
                 task = rows.task_from_row(row)
                 if not row[-1]:
                     try:
-                        graph = [[list(p), list(c)] for p, c in graph_for(task)]
+                        graph = graph_for(task)
+                        if not isinstance(graph, str):
+                            pairs = [[list(p), list(c)] for p, c in graph]
+                            graph = json.dumps(pairs, separators=(",", ":"))
                     except Exception as exc:
                         on_error(task.id, exc)
                         continue
-                    cur.execute(
-                        "SELECT tasker_load_graph(%s, %s::jsonb)",
-                        (task.id, json.dumps(graph, separators=(",", ":"))),
-                    )
+                    cur.execute("SELECT tasker_load_graph_v5(%s, %s::jsonb)", (task.id, graph))
                 ready.append(task.id)
                 out.tasks[task.id] = task
             for task_id in ready:

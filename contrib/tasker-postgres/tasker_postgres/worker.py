@@ -28,6 +28,8 @@ the database reported deciding (:mod:`tasker_postgres.publish`).
 from __future__ import annotations
 
 import functools
+import inspect
+import json
 import logging
 import queue as stdqueue
 import threading
@@ -47,7 +49,6 @@ from tasker_core import (
     StepTemplate,
     Task,
     TaskTemplate,
-    WorkflowGraph,
     build_graph,
     new_owner_id,
     retry_delay,
@@ -114,13 +115,16 @@ class _Workflow:
         self.template = template
         self.steps: dict[str, StepTemplate] = {s.name: s for s in template.steps}
         self.default_timeout = default_timeout
-        self._graph: WorkflowGraph | None = None
+        self._graph: str | None = None
 
-    def graph(self) -> list[tuple[list[int], list[int]]]:
+    def graph(self) -> str:
+        """The step graph as ``tasker_load_graph_v5`` takes it (built and encoded once: a
+        template of thousands of steps would otherwise cost milliseconds per activation)."""
         if self._graph is None:
-            self._graph = build_graph([(s.name, s.depends_on) for s in self.template.steps])
-        g = self._graph
-        return [(g.parents(i), g.children(i)) for i in range(len(g))]
+            g = build_graph([(s.name, s.depends_on) for s in self.template.steps])
+            pairs = [[g.parents(i), g.children(i)] for i in range(len(g))]
+            self._graph = json.dumps(pairs, separators=(",", ":"))
+        return self._graph
 
     def timeout(self, step: str) -> float:
         spec = self.steps[step].timeout
@@ -152,7 +156,7 @@ class Worker:
         self._listener = Listener(engine.store.conninfo)
         self._workflows: dict[str, _Workflow] = {}
         self._tasks: dict[str, Task] = {}
-        self._handlers: dict[str, Callable[..., Any]] = {}
+        self._handlers: dict[str, tuple[Callable[..., Any], bool]] = {}
         self._broken: dict[str, float] = {}  # task id -> retry time of a failed activation
         self._look_for_work = True
         self._look_for_tasks = True
@@ -424,9 +428,11 @@ class Worker:
         task = self._tasks[claim.task_id]
         workflow = self._workflow(task)
         spec = workflow.steps[claim.name]
-        fn = self._handlers.get(claim.handler)
-        if fn is None:
-            fn = self._handlers[claim.handler] = self.engine.registry.resolve_handler(claim.handler)
+        found = self._handlers.get(claim.handler)
+        if found is None:  # resolved once per handler; whether it is async asked once too
+            fn = self.engine.registry.resolve_handler(claim.handler)
+            found = self._handlers[claim.handler] = (fn, inspect.iscoroutinefunction(fn))
+        fn, is_async = found
         ctx = StepContext(
             task_id=task.id,
             namespace=task.namespace,
@@ -449,6 +455,7 @@ class Worker:
             ctx,
             workflow.timeout(claim.name),
             started_at=now,
+            is_async=is_async,
         )
 
     def _workflow(self, task: Task) -> _Workflow:
@@ -472,7 +479,7 @@ class Worker:
         ]
         if due:
 
-            def graph_for(task: Task) -> list[tuple[list[int], list[int]]]:
+            def graph_for(task: Task) -> str:
                 return self._workflow(task).graph()
 
             done = self.db.activate(
