@@ -64,7 +64,6 @@ from tasker_postgres.work import ClaimedStep, Expired, Settlement, SettleResult,
 __all__ = ["Worker", "WorkerOptions"]
 
 log = logging.getLogger("tasker.worker")
-_step_log = logging.getLogger("tasker.step")
 
 Key = tuple[str, str]
 _WAKE = "wake"
@@ -444,7 +443,7 @@ class Worker:
             context=task.context,
             step_config=dict(spec.config),
             dependencies=claim.dependencies,
-            logger=logging.LoggerAdapter(_step_log, {"task_id": task.id, "step": claim.name}),
+            logger=None,  # built by StepContext when the handler first logs
             publish=functools.partial(self._custom_event, task, claim.name),
         )
         return Job(

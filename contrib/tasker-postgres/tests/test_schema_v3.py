@@ -8,11 +8,11 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 import pytest
 from tasker_core import Event, TaskRequest
+from upgrade_support import JOIN_GRAPH, join_template
 
 from tasker_postgres import store as store_module
 from tasker_postgres.db import conninfo
@@ -22,18 +22,7 @@ from tasker_postgres.work import Decision, Settlement, WorkTable
 from tasker_postgres.worker import Worker, WorkerOptions
 
 # a, b -> c -> d
-TEMPLATE: dict[str, Any] = {
-    "namespace": "v3",
-    "name": "join",
-    "version": "1.0.0",
-    "steps": [
-        {"name": "a", "handler": "ok"},
-        {"name": "b", "handler": "ok"},
-        {"name": "c", "handler": "ok", "depends_on": ["a", "b"]},
-        {"name": "d", "handler": "ok", "depends_on": ["c"]},
-    ],
-}
-GRAPH = [[[], [2]], [[], [2]], [[0, 1], [3]], [[2], []]]
+TEMPLATE = join_template("v3")
 
 # Version 2's settle, exactly as a version-2 worker calls it.
 V2_SETTLE = (
@@ -63,7 +52,8 @@ def test_upgrade_from_version_2_with_work_in_flight(
         db = WorkTable(engine.store)  # type: ignore[arg-type]
         now = time.time()
         with psycopg.connect(conninfo(pg_url)) as conn:  # a version-2 worker activates it
-            conn.execute("SELECT tasker_load_graph(%s, %s::jsonb)", (task_id, json.dumps(GRAPH)))
+            graph = json.dumps(JOIN_GRAPH)
+            conn.execute("SELECT tasker_load_graph(%s, %s::jsonb)", (task_id, graph))
             assert conn.execute(
                 "SELECT tasker_finalize(%s, %s, false)", (task_id, now)
             ).fetchone() == ("in_progress",)

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from tasker_core import StepError, TaskRequest
+from upgrade_support import JOIN_GRAPH, join_template
 
 from tasker_postgres import store as store_module
 from tasker_postgres.db import conninfo
@@ -21,18 +22,7 @@ from tasker_postgres.schema import MIGRATIONS, current_version, upgrade
 from tasker_postgres.work import Decision, Settlement, SettleResult, WorkTable
 
 # a, b -> c -> d
-TEMPLATE: dict[str, Any] = {
-    "namespace": "v4",
-    "name": "join",
-    "version": "1.0.0",
-    "steps": [
-        {"name": "a", "handler": "ok"},
-        {"name": "b", "handler": "ok"},
-        {"name": "c", "handler": "ok", "depends_on": ["a", "b"]},
-        {"name": "d", "handler": "ok", "depends_on": ["c"]},
-    ],
-}
-GRAPH = [[[], [2]], [[], [2]], [[0, 1], [3]], [[2], []]]
+TEMPLATE = join_template("v4")
 
 
 def test_version_3_is_frozen() -> None:
@@ -44,7 +34,7 @@ def test_version_3_is_frozen() -> None:
 def _start(url: str, task_id: str) -> None:
     """What activation does: load the graph, enqueue a and b."""
     with psycopg.connect(conninfo(url)) as conn:
-        conn.execute("SELECT tasker_load_graph(%s, %s::jsonb)", (task_id, json.dumps(GRAPH)))
+        conn.execute("SELECT tasker_load_graph(%s, %s::jsonb)", (task_id, json.dumps(JOIN_GRAPH)))
         conn.execute(
             "SELECT * FROM tasker_finalize_v3(%s, %s, false, true)", (task_id, time.time())
         )

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tasker_core import TaskRequest
+from upgrade_support import JOIN_GRAPH, join_template
 
 from tasker_postgres import store as store_module
 from tasker_postgres.db import conninfo
@@ -30,18 +31,7 @@ FLAT: dict[str, Any] = {
     "steps": [{"name": f"s{i}", "handler": "ok"} for i in range(SIZE)],
 }
 # a, b -> c -> d
-JOIN: dict[str, Any] = {
-    "namespace": "v5",
-    "name": "join",
-    "version": "1.0.0",
-    "steps": [
-        {"name": "a", "handler": "ok"},
-        {"name": "b", "handler": "ok"},
-        {"name": "c", "handler": "ok", "depends_on": ["a", "b"]},
-        {"name": "d", "handler": "ok", "depends_on": ["c"]},
-    ],
-}
-JOIN_GRAPH = [[[], [2]], [[], [2]], [[0, 1], [3]], [[2], []]]
+JOIN = join_template("v5")
 STATES = ("pending", "enqueued", "in_progress", "complete", "error", "resolved_manually")
 
 
