@@ -239,7 +239,8 @@ class Engine:
         deadline = None if timeout is None else self.clock.now() + timeout
         with self._drive_lock:
             self.coordinator.drive(
-                lambda: until() or (deadline is not None and self.clock.now() >= deadline)
+                lambda: until() or (deadline is not None and self.clock.now() >= deadline),
+                deadline=deadline,
             )
 
     def start(self) -> None:
@@ -265,6 +266,7 @@ class Engine:
         if self._background is None:
             return
         self._stop.set()
+        self.coordinator.interrupt()
         self._background.join(timeout)
         self._background = None
 

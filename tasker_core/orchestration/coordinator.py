@@ -7,6 +7,14 @@ transitions). The in-memory views move as the batch is built, so dispatch and fi
 this tick's outcomes without another round trip. If the store refuses the batch (a compare-and-set
 lost because another actor changed a task — an operator cancelling it, say), nothing of it was
 written: the touched tasks are re-read from the store, and no job of the batch is started.
+
+Who ticks: the thread that drives (``Engine.run``'s caller, or the background loop) and, while it
+drives, any pool thread that has just reported an outcome and found no job waiting. Ticks are
+serialized by one lock, so the coordinator's state is only ever touched by one thread at a time.
+Letting the pool thread tick saves two thread hand-overs per round (outcome to the driver, jobs
+back to the pool), which under the GIL cost more than a no-op step itself. The driver then only
+wakes for what pool threads do not see: commands, timers, heartbeats, timeouts, async outcomes,
+finished tasks, and its own deadline.
 """
 
 from __future__ import annotations
@@ -14,8 +22,11 @@ from __future__ import annotations
 import functools
 import heapq
 import logging
+import math
 import queue as stdqueue
 import threading
+import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -121,15 +132,28 @@ class Coordinator:
         self.runs: dict[str, TaskRun] = {}
         self._in_flight: dict[Key, _InFlight] = {}
         self._timers: list[tuple[float, str, int]] = []  # (retry time, task id, step index)
-        self._inbox: stdqueue.SimpleQueue[StepOutcome] = stdqueue.SimpleQueue()
+        self._inbox: deque[StepOutcome] = deque()
+        """Outcomes reported by the executor, drained by whichever thread ticks."""
         self._commands: stdqueue.SimpleQueue[Callable[[], None]] = stdqueue.SimpleQueue()
+        self._tick_lock = threading.Lock()
+        self._wake = threading.Event()
+        """Set when the driver must look again before its planned wake-up time."""
+        self._driving = False
+        self._driver_wakes_at = math.inf
+        self._due = math.inf
+        """The earliest retry or step deadline created since the driver planned its wait."""
+        self._worker_error: BaseException | None = None
         self._next_heartbeat = 0.0
         self._listening = bus.listening
         self._claimed_reason = f"claimed by {owner}"
         self._finished = threading.Condition()
         self._requested: set[str] = set()
         """Tasks handed to track() whose load has not run yet (guarded by _finished)."""
-        self._executor = Executor(ex.max_concurrent_steps, self._inbox.put)
+        self._executor = Executor(
+            ex.max_concurrent_steps,
+            _deliverer(self._inbox, self._in_flight, self._wake),
+            on_idle=_idle_ticker(self),
+        )
 
     # -- commands from any thread -------------------------------------------------------------
 
@@ -144,10 +168,16 @@ class Coordinator:
         with self._finished:
             self._requested.add(task_id)
         self._commands.put(lambda: self._load(task_id, created))
+        self._wake.set()
 
     def reload(self, task_id: str) -> None:
         """Re-read a task another actor changed (cancel, retry, resolve)."""
         self._commands.put(lambda: self._load(task_id))
+        self._wake.set()
+
+    def interrupt(self) -> None:
+        """Make the driving thread look at its ``until``/``stop`` condition now."""
+        self._wake.set()
 
     def is_active(self, task_id: str) -> bool:
         """Whether the task is tracked: waiting to be loaded, or being driven."""
@@ -160,18 +190,53 @@ class Coordinator:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def drive(self, until: Callable[[], bool], stop: threading.Event | None = None) -> None:
-        """Tick until ``until()`` holds, nothing is left to do, or ``stop`` is set."""
-        while not until() and not (stop is not None and stop.is_set()):
-            if not self.tick() and stop is None:
-                break
+    def drive(
+        self,
+        until: Callable[[], bool],
+        stop: threading.Event | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """Tick until ``until()`` holds, nothing is left to do, or ``stop`` is set.
+
+        ``deadline`` (on the engine's clock) bounds how long the driver sleeps between looks at
+        ``until``. Pool threads tick only while some thread drives: outside ``drive`` outcomes
+        wait in the inbox, and nothing moves.
+        """
+        lock = self._tick_lock
+        wake = self._wake
+        self._driving = True
+        try:
+            while not until() and not (stop is not None and stop.is_set()):
+                wake.clear()  # before looking: a wake-up from here on is not lost
+                with lock:
+                    more = self._tick()
+                    block = self._block_time()
+                    if deadline is not None:
+                        block = min(block, max(0.0, deadline - self.clock.now()))
+                    self._driver_wakes_at = self.clock.now() + block
+                    self._due = math.inf
+                self._raise_worker_error()
+                if not more and stop is None:
+                    break
+                if block > 0 and not self._inbox:  # a pool thread may have missed the lock
+                    wake.wait(block)
+                self._raise_worker_error()
+        finally:
+            self._driving = False
+            with lock:  # a pool thread's tick in progress ends before drive returns
+                self._driver_wakes_at = math.inf
 
     def tick(self) -> bool:
-        """One round: record, dispatch, finalize, commit. False when nothing is left to wait for."""
+        """One round, without waiting. False when nothing is left to wait for."""
+        with self._tick_lock:
+            return self._tick()
+
+    def _tick(self) -> bool:
+        """Record, dispatch, finalize, commit (the caller holds the tick lock)."""
         self._listening = self.bus.listening  # once per tick: most runs have no sink at all
         if not self._commands.empty():
             self._run_commands()
-        outcomes = self._collect(self._block_time())
+        outcomes = self._drain()
         now = self.clock.now()
         batch = _Batch()
         self._record(outcomes, now, batch)
@@ -187,6 +252,36 @@ class Coordinator:
         self._finalize(now, batch)
         self._commit(batch, now)
         return bool(self.runs or self._in_flight)
+
+    def tick_from_pool(self) -> None:
+        """Called by a pool thread with nothing to run: tick here while outcomes wait.
+
+        Takes the tick lock without waiting: if another thread holds it, that thread looks at
+        the inbox again after releasing it (the driver before sleeping, a pool thread in this
+        loop), so no outcome is left behind.
+        """
+        inbox = self._inbox
+        lock = self._tick_lock
+        while inbox and lock.acquire(blocking=False):
+            try:
+                if not self._driving or self._worker_error is not None:
+                    return
+                before = self._driver_wakes_at
+                self._tick()
+                if not self._in_flight or self._due < before:
+                    self._wake.set()  # the driver's planned sleep is now too long
+            except BaseException as exc:  # handed to the driver, which raises it
+                self._worker_error = exc
+                self._wake.set()
+                return
+            finally:
+                lock.release()
+
+    def _raise_worker_error(self) -> None:
+        error = self._worker_error
+        if error is not None:
+            self._worker_error = None
+            raise error
 
     def close(self) -> None:
         """Stop the workers and let go of the engine's callbacks.
@@ -266,7 +361,7 @@ class Coordinator:
     # -- waiting ------------------------------------------------------------------------------
 
     def _block_time(self) -> float:
-        if not self._commands.empty():
+        if not self._commands.empty() or self._inbox:
             return 0.0
         if any(run.candidates for run in self.runs.values()):
             return 0.0
@@ -284,21 +379,14 @@ class Coordinator:
             return 0.0
         return max(0.0, wait)
 
-    def _collect(self, block: float) -> list[StepOutcome]:
-        out: list[StepOutcome] = []
-        if block > 0 and self._in_flight:
-            try:
-                out.append(self._inbox.get(timeout=block))
-            except stdqueue.Empty:
-                return out
-        elif block > 0:
-            try:  # idle: the next thing that can happen is a command (track, reload)
-                self._commands.get(timeout=block)()
-            except stdqueue.Empty:
-                return out
+    def _drain(self) -> list[StepOutcome]:
         inbox = self._inbox
-        while not inbox.empty():  # this thread is the only consumer: no Empty to raise
-            out.append(inbox.get_nowait())
+        if not inbox:
+            return []
+        out: list[StepOutcome] = []
+        take = inbox.popleft
+        while inbox:  # pool threads append concurrently; popleft is atomic
+            out.append(take())
         return out
 
     # -- record outcomes ----------------------------------------------------------------------
@@ -417,6 +505,7 @@ class Coordinator:
         )
         if retry_at is not None:
             heapq.heappush(self._timers, (retry_at, run.task_id, view.index))
+            self._due = min(self._due, retry_at)
             self._event(
                 batch,
                 run,
@@ -529,6 +618,8 @@ class Coordinator:
             functools.partial(self._custom_event, run, name),
         )
         job = Job(task_id, name, attempt, view.fn, ctx, view.timeout, now, is_async=view.is_async)
+        if view.timeout is not None and now + view.timeout < self._due:
+            self._due = now + view.timeout
         batch.starts.append(_InFlight(run, view, job, claim))
 
     def _heartbeat(self, now: float) -> None:
@@ -631,6 +722,7 @@ class Coordinator:
     def _notify_finished(self) -> None:
         with self._finished:
             self._finished.notify_all()
+        self._wake.set()  # the driver's ``until`` may hold now
 
     def _event(self, batch: _Batch, run: TaskRun, name: str, **data: JSON) -> None:
         if not self._listening:
@@ -662,6 +754,38 @@ class Coordinator:
             payload=payload,
         )
         self.bus.emit([event])
+
+
+def _deliverer(
+    inbox: deque[StepOutcome], in_flight: dict[Key, _InFlight], wake: threading.Event
+) -> Callable[[StepOutcome], None]:
+    """The executor's ``on_done``: queue the outcome; wake the driver for an async job's.
+
+    Sync outcomes are ticked by the pool thread that reported them (``tick_from_pool``); the
+    event loop thread of async jobs never ticks, so the driver must. A closure over the
+    coordinator's parts, not a bound method: the executor's threads must not keep the
+    coordinator alive.
+    """
+
+    def deliver(outcome: StepOutcome) -> None:
+        inbox.append(outcome)
+        entry = in_flight.get((outcome.task_id, outcome.step))
+        if entry is None or entry.job.is_async:
+            wake.set()
+
+    return deliver
+
+
+def _idle_ticker(coordinator: Coordinator) -> Callable[[], None]:
+    """The executor's ``on_idle``, holding the coordinator weakly (see :func:`_deliverer`)."""
+    ref = weakref.ref(coordinator)
+
+    def on_idle() -> None:
+        live = ref()
+        if live is not None:
+            live.tick_from_pool()
+
+    return on_idle
 
 
 def _closed(*args: object) -> NoReturn:

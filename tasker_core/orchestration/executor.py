@@ -4,6 +4,11 @@ The executor knows nothing of stores or states. It turns a :class:`Job` into a
 :class:`~tasker_core.models.StepOutcome` and hands it to ``on_done`` (the coordinator's inbox).
 A sync handler cannot be interrupted, so a timed-out job is *abandoned*: its late outcome is
 dropped and a replacement thread keeps the pool at full strength.
+
+``on_idle`` lets the owner use a pool thread that has just reported an outcome and found no job
+waiting: the coordinator records outcomes and dispatches the next steps right there, so a step's
+outcome reaches the store without waking another thread (under the GIL, every such hand-over
+costs more than a no-op step itself).
 """
 
 from __future__ import annotations
@@ -95,10 +100,23 @@ def timeout_outcome(job: Job, now: float) -> StepOutcome:
 class Executor:
     """A fixed-size thread pool plus an event loop, reporting every outcome to ``on_done``."""
 
-    def __init__(self, max_workers: int, on_done: Callable[[StepOutcome], None]) -> None:
+    def __init__(
+        self,
+        max_workers: int,
+        on_done: Callable[[StepOutcome], None],
+        *,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_done(outcome)`` receives every outcome, from whichever thread produced it.
+
+        ``on_idle()``, when given, is called by a pool thread after it reported an outcome and
+        found no job waiting (never by the event loop thread of async jobs). An exception it
+        raises is logged, and the thread goes on serving jobs.
+        """
         if max_workers < 1:
             raise ValueError("max_workers must be >= 1")
         self._on_done = on_done
+        self._on_idle = on_idle
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._wanted = max_workers
@@ -155,6 +173,7 @@ class Executor:
     def _work(self) -> None:
         jobs = self._jobs
         run_one = self._run_one
+        on_idle = self._on_idle
         while True:
             job = jobs.get()
             if job is None:
@@ -162,6 +181,11 @@ class Executor:
             if not run_one(job):
                 return
             del job  # an idle worker must not keep its last job (and the task's data) alive
+            if on_idle is not None and jobs.empty():
+                try:
+                    on_idle()
+                except Exception:
+                    log.exception("the executor's on_idle callback failed")
         with self._lock:
             self._alive -= 1
 
