@@ -49,6 +49,20 @@ def lint(session: nox.Session) -> None:
         "warnings",
         external=True,
     )
+    # tasker-zmq's own extension (a separate crate: it links to pyzmq's libzmq at run time).
+    zmq_native = str(ROOT / "contrib" / "tasker-zmq" / "native" / "Cargo.toml")
+    session.run("cargo", "fmt", "--check", "--manifest-path", zmq_native, external=True)
+    session.run(
+        "cargo",
+        "clippy",
+        "--quiet",
+        "--manifest-path",
+        zmq_native,
+        "--",
+        "-D",
+        "warnings",
+        external=True,
+    )
 
 
 @nox.session

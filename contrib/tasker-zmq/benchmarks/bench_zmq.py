@@ -5,13 +5,15 @@
 1. Bus throughput: this process's ``zmq`` sink publishes pre-built events as fast as it can
    encode and send them, through a ``tasker events proxy`` process, to one subscriber process
    that decodes each event. Reported: events/s sent by the sink, events/s the subscriber
-   received and decoded, and losses.
+   received and decoded, and losses; with the native sender and with pyzmq's.
 2. Engine cost: one fan-out (1 -> N no-op steps -> done, memory store) run in interleaved rounds
    (the order rotating each round, so every setting sees the same machine load) with
    - no sinks at all (the engine then builds no events),
    - the default sinks, ``[log]``: the zmq sink **off**,
    - ``[log, zmq]`` publishing through the proxy to a subscriber process that receives and
      decodes every event: the zmq sink **on**,
+   - the same with the sink forced onto pyzmq's per-frame sends (``native_sender=False``): the
+     sender before the native batch sender, measured in the same rounds,
    - ``[log, zmq]`` with a subscriber of ``task.`` only.
    Reported: steps/s, the on/off ratio of each round (median), process CPU per step, and the
    CPU of the sink's own threads per step, in all and by thread (its I/O thread, libzmq's, and
@@ -40,11 +42,12 @@ from tasker_zmq import ZmqOptions, ZmqSink
 ANY_PORT = "tcp://127.0.0.1:*"
 CLI = [sys.executable, "-m", "tasker_core.cli", "events"]
 ENV = {**os.environ, "TASKER_LOAD_PLUGINS": "zmq", "PYTHONUNBUFFERED": "1"}
-SETTINGS = ("none", "off", "on", "on_task")
+SETTINGS = ("none", "off", "on", "on_pyzmq", "on_task")
 LABELS = {
     "none": "no sinks (no events are built)",
     "off": "zmq off: the default sinks, `[log]`",
     "on": "zmq on: `[log, zmq]`, a subscriber of every event",
+    "on_pyzmq": "zmq on, every event, sent through pyzmq (the previous sender)",
     "on_task": "zmq on, the subscriber wants only `task.`",
 }
 
@@ -123,10 +126,10 @@ def wait_until_sent(sink: ZmqSink, total: int, timeout: float) -> None:
         time.sleep(0.0005)
 
 
-def bus_throughput(frontend: str, backend: str, n: int) -> dict[str, Any]:
+def bus_throughput(frontend: str, backend: str, n: int, native: bool) -> dict[str, Any]:
     sub = start_subscriber(backend, idle=1.0, mode="once")
     # Queues large enough for the whole run: this measures throughput, not the drop policy.
-    sink = ZmqSink(ZmqOptions(publish=frontend, hwm=n, linger=30.0))
+    sink = ZmqSink(ZmqOptions(publish=frontend, hwm=n, linger=30.0), native_sender=native)
     assert sink.wait_for_subscriptions([""], timeout=30)
     events = sample_events(n)
     batch = 256  # the event bus's default batch size
@@ -140,6 +143,7 @@ def bus_throughput(frontend: str, backend: str, n: int) -> dict[str, Any]:
     result = json.loads(out.strip().splitlines()[-1])
     stats = sink.stats()
     return {
+        "sender": sink.sender,
         "events": n,
         "sent_per_s": stats["sent"] / sent_in,
         "received": result["count"],
@@ -191,7 +195,9 @@ def engine_run(width: int, setting: str, frontends: dict[str, str]) -> dict[str,
     own: set[int] = set()
     if setting in frontends:
         before = threads()
-        sink = ZmqSink(ZmqOptions(publish=frontends[setting]))
+        native = setting != "on_pyzmq"
+        sink = ZmqSink(ZmqOptions(publish=frontends[setting]), native_sender=native)
+        assert sink.sender == ("native" if native else "pyzmq"), sink.sender
         own = threads() - before  # its I/O thread and libzmq's threads
         assert sink.wait_for_subscriptions(timeout=30)
         sinks.append(sink)
@@ -238,14 +244,17 @@ def median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(run[key] for run in runs)
 
 
-def report(bus: dict[str, Any], runs: dict[str, list[dict[str, float]]], steps: int) -> None:
+def report(
+    buses: list[dict[str, Any]], runs: dict[str, list[dict[str, float]]], steps: int
+) -> None:
     print("### Bus throughput (one publisher -> proxy process -> one subscriber process)\n")
-    print("| events | sent by the sink/s | received and decoded/s | received | dropped |")
-    print("|---:|---:|---:|---:|---:|")
-    print(
-        f"| {bus['events']:,} | {bus['sent_per_s']:,.0f} | {bus['received_per_s']:,.0f} "
-        f"| {bus['received']:,} | {bus['dropped']:,} |"
-    )
+    print("| sender | events | sent by the sink/s | received and decoded/s | received | dropped |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for bus in buses:
+        print(
+            f"| {bus['sender']} | {bus['events']:,} | {bus['sent_per_s']:,.0f} "
+            f"| {bus['received_per_s']:,.0f} | {bus['received']:,} | {bus['dropped']:,} |"
+        )
     rounds = len(runs["off"])
     print(
         f"\n### Engine, fan-out of {steps:,} no-op steps, memory store "
@@ -266,33 +275,36 @@ def report(bus: dict[str, Any], runs: dict[str, list[dict[str, float]]], steps: 
         ratios = [a["steps_per_s"] / b["steps_per_s"] for a, b in pairs]
         return statistics.median(ratios) - 1
 
-    off_cpu, on_cpu = median(runs["off"], "cpu_us_per_step"), median(runs["on"], "cpu_us_per_step")
-    sink_us = median(runs["on"], "sink_us_per_step")
+    off_cpu = median(runs["off"], "cpu_us_per_step")
     print(
-        f"\n- wall clock, zmq on vs off (median of the {rounds} rounds' ratios): "
-        f"{paired('on', 'off'):+.1%}; vs no sinks at all: {paired('on', 'none'):+.1%}; "
+        f"\n- wall clock, zmq on vs off (median of the {rounds} rounds' ratios): native sender "
+        f"{paired('on', 'off'):+.1%}, pyzmq sender {paired('on_pyzmq', 'off'):+.1%}; "
         f"`[log]` vs no sinks: {paired('off', 'none'):+.1%} (target: the zmq sink under 10%)"
     )
-    print(
-        f"- CPU: the sink's own threads use {sink_us:.1f} µs per step "
-        f"({median(runs['on'], 'events_per_step'):.2f} events), {sink_us / off_cpu:.1%} of the "
-        f"{off_cpu:.1f} µs a step costs with zmq off; process CPU per step on vs off: "
-        f"{on_cpu / off_cpu - 1:+.1%}"
-    )
-    split = ", ".join(
-        f"{label} {median(runs['on'], f'{name}_us_per_step'):.1f}"
-        for name, label in (
-            ("io", "the sink's I/O thread"),
-            ("libzmq", "libzmq's threads"),
-            ("bus", "the bus's hand-over thread"),
+    for name, label in (("on", "native sender"), ("on_pyzmq", "pyzmq sender")):
+        sink_us = median(runs[name], "sink_us_per_step")
+        on_cpu = median(runs[name], "cpu_us_per_step")
+        split = ", ".join(
+            f"{part} {median(runs[name], f'{key}_us_per_step'):.1f}"
+            for key, part in (
+                ("io", "I/O thread"),
+                ("libzmq", "libzmq's threads"),
+                ("bus", "the bus's hand-over thread"),
+            )
         )
-    )
-    print(f"- by thread (µs per step, medians): {split}")
+        print(
+            f"- {label}: the sink's own threads use {sink_us:.1f} µs per step "
+            f"({median(runs[name], 'events_per_step'):.2f} events), **{sink_us / off_cpu:.1%}** "
+            f"of the {off_cpu:.1f} µs a step costs with zmq off (by thread: {split}); "
+            f"process CPU per step on vs off: {on_cpu / off_cpu - 1:+.1%}"
+        )
     print(
         f"- with a subscriber of `task.` only: {paired('on_task', 'off'):+.1%} vs off; "
         f"sink threads {median(runs['on_task'], 'sink_us_per_step'):.1f} µs per step"
     )
-    dropped = sum(int(run["dropped"] - run["no_subscriber"]) for run in runs["on"])
+    dropped = sum(
+        int(run["dropped"] - run["no_subscriber"]) for run in runs["on"] + runs["on_pyzmq"]
+    )
     unwanted = sum(int(run["no_subscriber"]) for run in runs["on_task"])
     print(
         f"- events dropped by the sink over all rounds: {dropped:,} (every-event subscriber); "
@@ -312,14 +324,15 @@ def main() -> int:
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in SETTINGS}
     proxy, frontend, backend = start_proxy()
     task_proxy, task_frontend, task_backend = start_proxy()
-    frontends = {"on": frontend, "on_task": task_frontend}
+    frontends = {"on": frontend, "on_pyzmq": frontend, "on_task": task_frontend}
     try:
-        bus = bus_throughput(frontend, backend, args.events)
+        buses = [bus_throughput(frontend, backend, args.events, native) for native in (True, False)]
         subs = [
             start_subscriber(backend, idle=1.0, mode="forever"),
             start_subscriber(task_backend, idle=1.0, mode="forever", prefix="task."),
         ]
-        engine_run(200, "on", frontends)  # warm-up: imports, native graph code, allocator
+        for name in ("on", "on_pyzmq"):  # warm-up: imports, native graph code, allocator
+            engine_run(200, name, frontends)
         for round_ in range(args.rounds):
             shift = round_ % len(SETTINGS)
             for name in SETTINGS[shift:] + SETTINGS[:shift]:
@@ -331,7 +344,7 @@ def main() -> int:
         for process in (proxy, task_proxy):
             process.terminate()
             process.wait(30)
-    report(bus, runs, args.steps)
+    report(buses, runs, args.steps)
     return 0
 
 

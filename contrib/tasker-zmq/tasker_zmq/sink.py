@@ -15,6 +15,11 @@ on the spot and counted. XPUB rather than PUB because it also receives the subsc
 nobody subscribes to are counted and dropped before they cost an encoding, "nobody listens" is
 told apart from "too slow", and :meth:`ZmqSink.wait_for_subscriptions` answers ZeroMQ's
 slow-joiner problem.
+
+The I/O thread sends each batch with one call of the native sender (:mod:`tasker_zmq.sender`):
+every frame through pyzmq's own libzmq with the GIL released once, instead of once per frame.
+Without it (not built, or pyzmq's libzmq not identifiable) the sink sends through pyzmq; the
+wire is the same either way, and :attr:`ZmqSink.sender` says which path is in use.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from tasker_zmq.auth import SUBSCRIBERS, start_authenticator
 from tasker_zmq.keys import KeyPair, load_public_key, load_secret_key
 from tasker_zmq.options import SECTION, ZmqOptions
+from tasker_zmq.sender import NativeSender, open_native_sender
 
 __all__ = ["ZmqSink"]
 
@@ -82,11 +88,15 @@ class ZmqSink:
 
     name = "zmq"
 
-    def __init__(self, options: ZmqOptions) -> None:
+    def __init__(self, options: ZmqOptions, *, native_sender: bool = True) -> None:
+        """Open the socket on the I/O thread; ``native_sender=False`` forces pyzmq's path."""
         self.options = options
+        self._want_native = native_sender
+        self._native: NativeSender | None = None
+        self._sender = "pyzmq"  # the path chosen at open; _native is dropped at close
         self._keys = _Keys(options)
         self._cond = threading.Condition()
-        self._queue: deque[Sequence[Event]] = deque()  # batches, in the order published
+        self._queue: deque[list[Event]] = deque()  # batches, in the order published
         self._queued = 0  # events in self._queue
         self._idle = False
         self._urgent = max(1, options.hwm // 2)
@@ -176,9 +186,20 @@ class ZmqSink:
             return sum(self._drops.values())
 
     def stats(self) -> dict[str, int]:
-        """``sent``, ``dropped``, and drops by reason: no_subscriber, hwm, unencodable, closed."""
+        """``sent``, ``dropped``, drops by reason (no_subscriber, hwm, unencodable, closed), and
+        ``native_sender``: 1 when batches go out through the native sender, 0 through pyzmq."""
         with self._cond:
-            return {"sent": self._sent, "dropped": sum(self._drops.values()), **self._drops}
+            return {
+                "sent": self._sent,
+                "dropped": sum(self._drops.values()),
+                **self._drops,
+                "native_sender": int(self._sender == "native"),
+            }
+
+    @property
+    def sender(self) -> str:
+        """``"native"`` (one GIL release per batch) or ``"pyzmq"`` (one per frame)."""
+        return self._sender
 
     def subscriptions(self) -> frozenset[str]:
         """The topic prefixes someone downstream subscribes to, as this socket last heard."""
@@ -232,6 +253,9 @@ class ZmqSink:
         try:
             try:
                 socket, auth = self._open(context)
+                if self._want_native:
+                    self._native = open_native_sender(socket)
+                    self._sender = "pyzmq" if self._native is None else "native"
             except BaseException as exc:
                 self._start_errors.append(exc)
                 return
@@ -248,6 +272,7 @@ class ZmqSink:
                 self._queue.clear()
                 self._queued = 0
                 self._cond.notify_all()
+            self._native = None  # never used past the socket's life
             if socket is not None:
                 socket.close(linger=int(self.options.linger * 1000))
             if auth is not None:
@@ -346,56 +371,81 @@ class ZmqSink:
             self._subscriptions = frozenset(subscriptions)
             self._cond.notify_all()
 
-    def _send(self, socket: zmq.Socket[bytes], batches: Iterable[Sequence[Event]]) -> None:
+    def _send(self, socket: zmq.Socket[bytes], batches: Iterable[list[Event]]) -> None:
         """Per batch: skip the unwanted events, encode the rest in one native call, send them.
 
-        Encoding a whole batch before sending keeps the sends together: each send releases the
-        GIL, and between back-to-back sends the engine's threads rarely take it over, so there
-        are fewer GIL hand-overs and libzmq's I/O thread writes the messages in fewer wake-ups.
+        Encoding a whole batch before sending keeps the sends together: the native sender then
+        releases the GIL once for the batch (pyzmq's path once per frame, and between
+        back-to-back sends the engine's threads rarely take it over), and libzmq's I/O thread
+        writes the messages in fewer wake-ups.
         """
+        topics = self._topics
+        counts = [0, 0]  # sent, refused at the high-water mark
+        unwanted = 0
+        # Someone subscribes to everything: no event to skip, and the native sender reads each
+        # topic from the event's name itself.
+        everything = self._native is not None and b"" in self._subscriptions
+        try:
+            for events in batches:
+                if everything and self._native is not None:
+                    _add_native(counts, self._native.send_events(events, self._encode(events)))
+                    continue
+                wanted: list[Event] = []
+                wanted_topics: list[bytes] = []
+                for event in events:
+                    topic = topics.get(event.name)
+                    if topic is None:
+                        topic = self._route(event.name)
+                        if topic is None:
+                            unwanted += 1
+                            continue
+                    wanted.append(event)
+                    wanted_topics.append(topic)
+                if wanted:
+                    self._send_frames(socket, wanted_topics, self._encode(wanted), counts)
+        finally:  # counts stay exact even when a send fails
+            with self._cond:
+                self._sent += counts[0]
+                self._drops["hwm"] += counts[1]
+                self._drops["no_subscriber"] += unwanted
+
+    def _send_frames(
+        self,
+        socket: zmq.Socket[bytes],
+        topics: list[bytes],
+        payloads: list[bytes | None],
+        counts: list[int],
+    ) -> None:
+        """Send ``[topic, payload]`` pairs (None: skipped), adding to ``counts`` as they go."""
+        if self._native is not None:
+            _add_native(counts, self._native.send(topics, payloads))
+            return
         # The backend's send: the pyzmq subclass's override only adds RADIO/SERVER options,
         # and skipping it saves a Python call per frame.
         send = zmq.backend.Socket.send
         more, last = zmq.SNDMORE | zmq.NOBLOCK, zmq.NOBLOCK
-        topics = self._topics
-        sent = full = unwanted = 0
-        for events in batches:
-            wanted: list[Event] = []
-            wanted_topics: list[bytes] = []
-            for event in events:
-                topic = topics.get(event.name)
-                if topic is None:
-                    topic = self._route(event.name)
-                    if topic is None:
-                        unwanted += 1
-                        continue
-                wanted.append(event)
-                wanted_topics.append(topic)
-            for topic, payload in zip(wanted_topics, self._encode(wanted), strict=True):
-                if payload is None:
-                    continue
-                try:
-                    send(socket, topic, more)
-                except zmq.Again:
-                    full += 1
-                    continue
-                # libzmq checks the high-water mark per whole message: once the first frame is
-                # in, the second cannot meet a full pipe, so this never raises Again.
-                send(socket, payload, last)
-                sent += 1
-        with self._cond:
-            self._sent += sent
-            self._drops["hwm"] += full
-            self._drops["no_subscriber"] += unwanted
+        for topic, payload in zip(topics, payloads, strict=True):
+            if payload is None:
+                continue
+            try:
+                send(socket, topic, more)
+            except zmq.Again:
+                counts[1] += 1
+                continue
+            # libzmq checks the high-water mark per whole message: once the first frame is
+            # in, the second cannot meet a full pipe, so this never raises Again.
+            send(socket, payload, last)
+            counts[0] += 1
 
-    def _encode(self, events: list[Event]) -> list[bytes] | list[bytes | None]:
+    def _encode(self, events: list[Event]) -> list[bytes | None]:
         """The events' payloads; None (counted, logged) for an event that is not plain JSON.
 
         One native call for the batch; only when it fails is each event encoded alone, to drop
         just the bad ones.
         """
         try:
-            return encode_event_payloads(events)
+            # Nones only come from the per-event path below; the list is the callee's, fresh.
+            return cast("list[bytes | None]", encode_event_payloads(events))
         except _UNENCODABLE:
             pass
         payloads: list[bytes | None] = []
@@ -441,6 +491,15 @@ class ZmqSink:
                 self._endpoint,
                 interval,
             )
+
+
+def _add_native(counts: list[int], result: tuple[int, int, int]) -> None:
+    """Add a native send's ``(sent, full, error)`` to ``counts``; raise its error, if any."""
+    sent, full, error = result
+    counts[0] += sent
+    counts[1] += full
+    if error:
+        raise zmq.ZMQError(error)
 
 
 def _readable(socket: zmq.Socket[bytes]) -> bool:

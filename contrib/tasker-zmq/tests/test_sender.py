@@ -1,0 +1,241 @@
+"""The native batch sender against pyzmq's path: same bytes on the wire, same counts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from tasker_core import Event, encode_event_payloads
+
+from tasker_zmq import ZmqOptions, ZmqSink
+from tasker_zmq import sender as sender_module
+from tasker_zmq.sender import NativeSender, loaded_libzmq, open_native_sender
+
+ANY_PORT = "tcp://127.0.0.1:*"
+LIBZMQ = loaded_libzmq()
+needs_native = pytest.mark.skipif(
+    LIBZMQ is None, reason="pyzmq's libzmq cannot be identified on this platform"
+)
+
+
+def events(n: int) -> list[Event]:
+    """Step events with varied payloads: non-ASCII text, floats, nesting."""
+    made = []
+    for i in range(n):
+        name = ("step.enqueued", "step.started", "step.completed", "task.failed")[i % 4]
+        data: dict[str, Any] = {"step": f"w{i}", "attempt": i % 3 + 1, "note": "é ✓ \u2028"}
+        if i % 5 == 0:
+            data["duration"] = i / 7
+            data["nested"] = {"list": [1, 2.5, None, True], "big": 2**70}
+        made.append(Event(name, f"id-{i}", 1700000000.0 + i / 3, "t" * 32, "ns", "wf", "1", data))
+    return made
+
+
+def subscriber(
+    context: zmq.Context[zmq.Socket[bytes]], endpoint: str, prefix: bytes = b""
+) -> zmq.Socket[bytes]:
+    socket = context.socket(zmq.SUB)
+    socket.setsockopt(zmq.SUBSCRIBE, prefix)
+    socket.setsockopt(zmq.RCVTIMEO, 10_000)
+    socket.connect(endpoint)
+    return socket
+
+
+def frames_through(
+    native: bool, batch: list[Event], prefix: bytes
+) -> tuple[str, list[list[bytes]], dict[str, int]]:
+    """The raw multipart messages a subscriber receives when one sink publishes ``batch``."""
+    sink = ZmqSink(ZmqOptions.from_mapping({"bind": ANY_PORT}), native_sender=native)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sub = subscriber(context, sink.endpoint, prefix)
+    try:
+        assert sink.wait_for_subscriptions([prefix.decode()], timeout=10)
+        for i in range(0, len(batch), 64):
+            sink.publish(batch[i : i + 64])
+        wanted = [e for e in batch if e.name.startswith(prefix.decode()) and e.id != "bad"]
+        got = [sub.recv_multipart() for _ in range(len(wanted))]
+        sink.close()
+        return sink.sender, got, sink.stats()
+    finally:
+        sub.close(linger=0)
+        context.term()
+
+
+@needs_native
+@pytest.mark.parametrize("prefix", [b"", b"step."], ids=["every event", "filtered"])
+def test_the_native_path_puts_the_same_bytes_on_the_wire_as_pyzmq(prefix: bytes) -> None:
+    batch = events(300)
+    batch[17] = Event("step.started", "bad", 1.0, "t", "ns", "wf", "1", {"x": {1, 2}})
+    expected = [
+        [event.name.encode(), encode_event_payloads([event])[0]]
+        for i, event in enumerate(batch)
+        if i != 17 and event.name.startswith(prefix.decode())
+    ]
+    kind, native, native_stats = frames_through(True, batch, prefix)
+    assert kind == "native"
+    fallback_kind, pyzmq, pyzmq_stats = frames_through(False, batch, prefix)
+    assert fallback_kind == "pyzmq"
+    assert native == pyzmq == expected
+    for stats, flag in ((native_stats, 1), (pyzmq_stats, 0)):
+        assert stats["sent"] == len(expected)
+        assert stats["unencodable"] == 1
+        assert stats["dropped"] == 300 - len(expected)
+        assert stats["native_sender"] == flag
+
+
+class Recording:
+    """Passes calls to the native sender and adds up what it reports."""
+
+    def __init__(self, inner: NativeSender) -> None:
+        self.inner = inner
+        self.path = inner.path
+        self.sent = self.full = self.calls = 0
+
+    def send(self, topics: list[bytes], payloads: list[bytes | None]) -> tuple[int, int, int]:
+        return self.add(self.inner.send(topics, payloads))
+
+    def send_events(
+        self, events: list[Event], payloads: list[bytes | None]
+    ) -> tuple[int, int, int]:
+        return self.add(self.inner.send_events(events, payloads))
+
+    def add(self, result: tuple[int, int, int]) -> tuple[int, int, int]:
+        self.sent += result[0]
+        self.full += result[1]
+        self.calls += 1
+        return result
+
+
+@needs_native
+def test_the_native_path_counts_high_water_mark_drops_and_never_tears_a_message() -> None:
+    sink = ZmqSink(ZmqOptions.from_mapping({"bind": ANY_PORT, "hwm": 100, "linger": "0s"}))
+    assert sink.sender == "native" and sink._native is not None
+    recording = Recording(sink._native)
+    sink._native = recording  # the I/O thread reads the attribute per batch
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sleeper = context.socket(zmq.SUB)  # reads nothing until the sink is done
+    sleeper.setsockopt(zmq.RCVHWM, 10)
+    sleeper.setsockopt(zmq.RCVBUF, 4096)
+    sleeper.setsockopt(zmq.SUBSCRIBE, b"")
+    sleeper.connect(sink.endpoint)
+    batch = events(50)
+    published = 0
+    try:
+        assert sink.wait_for_subscriptions([""], timeout=10)
+        deadline = time.monotonic() + 30
+        while recording.full == 0 and time.monotonic() < deadline:
+            sink.publish(batch)
+            published += len(batch)
+            time.sleep(0.001)
+        sink.close()
+        received: list[list[bytes]] = []
+        while sleeper.poll(500):
+            received.append(sleeper.recv_multipart())
+    finally:
+        sleeper.close(linger=0)
+        context.term()
+    assert recording.full > 0, "the socket never refused a message"
+    stats = sink.stats()
+    assert stats["sent"] == recording.sent
+    assert stats["hwm"] >= recording.full  # plus any the sink's queue refused
+    assert stats["sent"] + stats["dropped"] == published
+    assert 0 < len(received) <= stats["sent"]
+    for message in received:  # whole [topic, payload] messages only, in that order
+        assert len(message) == 2
+        topic, payload = message
+        assert json.loads(payload)["name"] == topic.decode()
+
+
+def test_without_an_identifiable_libzmq_the_sink_falls_back_to_pyzmq(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sender_module, "loaded_libzmq", lambda: None)
+    monkeypatch.setattr(sender_module, "_logged_fallback", False)
+    with caplog.at_level(logging.INFO, logger="tasker.zmq"):
+        sinks = [ZmqSink(ZmqOptions.from_mapping({"bind": ANY_PORT})) for _ in range(2)]
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sub = subscriber(context, sinks[0].endpoint)
+    try:
+        assert [sink.sender for sink in sinks] == ["pyzmq", "pyzmq"]
+        assert sinks[0].stats()["native_sender"] == 0
+        assert sinks[0].wait_for_subscriptions([""], timeout=10)
+        event = events(1)[0]
+        sinks[0].publish([event])
+        assert sub.recv_multipart() == [event.name.encode(), encode_event_payloads([event])[0]]
+    finally:
+        sub.close(linger=0)
+        context.term()
+        for sink in sinks:
+            sink.close()
+    notes = [r.getMessage() for r in caplog.records if "sending through pyzmq" in r.getMessage()]
+    assert len(notes) == 1  # once per process, however many sinks
+    assert "cannot tell which libzmq" in notes[0]
+
+
+def test_without_the_extension_built_the_sink_sends_through_pyzmq(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "tasker_zmq._sender", None)  # import raises ImportError
+    monkeypatch.setattr(sender_module, "_logged_fallback", False)
+    with caplog.at_level(logging.INFO, logger="tasker.zmq"):
+        sink = ZmqSink(ZmqOptions.from_mapping({"bind": ANY_PORT}))
+    sink.close()
+    assert sink.sender == "pyzmq"
+    assert any("native sender is not built" in r.getMessage() for r in caplog.records)
+
+
+def test_a_library_that_is_not_loaded_is_refused_not_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sender_module, "_logged_fallback", False)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    socket = context.socket(zmq.PUB)
+    try:
+        assert open_native_sender(socket, tmp_path / "libzmq.so.5") is None
+    finally:
+        socket.close(linger=0)
+        context.term()
+
+
+def test_the_bundled_libzmq_wins_and_an_ambiguous_process_gets_none(tmp_path: Path) -> None:
+    def maps(*paths: str) -> Path:
+        file = tmp_path / "maps"
+        lines = [f"7f00-7f01 r-xp 00000000 08:01 {i} {p}" for i, p in enumerate(paths)]
+        file.write_text("\n".join([*lines, "7f02-7f03 rw-p 00000000 00:00 0 [heap]"]) + "\n")
+        return file
+
+    one, other = str(tmp_path / "libzmq.so.5"), str(tmp_path / "x" / "libzmq.so.5.2")
+    assert loaded_libzmq(maps(one)) == Path(one)
+    assert loaded_libzmq(maps(one, other)) is None
+    assert loaded_libzmq(maps("/usr/lib/libc.so.6")) is None
+    if LIBZMQ is not None and "pyzmq.libs" in LIBZMQ.parts:
+        assert loaded_libzmq(maps(one, str(LIBZMQ))) == LIBZMQ
+
+
+@needs_native
+def test_the_native_sender_checks_its_arguments() -> None:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    socket = context.socket(zmq.PUB)
+    try:
+        sender = open_native_sender(socket)
+        assert sender is not None
+        with pytest.raises(TypeError, match="2 topics but 1 payloads"):
+            sender.send([b"a", b"b"], [b"1"])
+        with pytest.raises(TypeError, match="topic must be bytes"):
+            sender.send(["a"], [b"1"])  # type: ignore[list-item]
+        assert sender.send([b"a"], [None]) == (0, 0, 0)
+        bad = Event("step.started", "x", 1.0, "t", "ns", "wf", "1", {})
+        object.__setattr__(bad, "name", 3)
+        with pytest.raises(TypeError, match="name must be a str"):
+            sender.send_events([events(1)[0], bad], [b"1", b"2"])
+        with pytest.raises(TypeError, match="2 events but 1 payloads"):
+            sender.send_events(events(2), [b"1"])
+    finally:
+        socket.close(linger=0)
+        context.term()
