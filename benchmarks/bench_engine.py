@@ -70,7 +70,7 @@ def bare_runner(shape: Shape) -> float:
     with ThreadPoolExecutor(WORKERS) as pool:
 
         def submit(name: str) -> None:
-            pool.submit(noop, None).add_done_callback(lambda f, n=name: complete(n, f))
+            pool.submit(noop, None).add_done_callback(lambda f, n=name: complete(n, f))  # type: ignore[misc]
 
         def complete(name: str, _f: Future[None]) -> None:
             nonlocal done_count
@@ -124,8 +124,18 @@ def engine_run(store_url: str, name: str, shape: Shape) -> float:
     return elapsed
 
 
-def best(fn: Callable[[], float], repeats: int) -> float:
-    return min(fn() for _ in range(repeats))
+def best_interleaved(fns: Sequence[Callable[[], float]], repeats: int) -> list[float]:
+    """The best time of each of ``fns``, run in turn ``repeats`` times (A B C A B C ...).
+
+    On a shared machine the load changes from second to second: measuring each setting's runs
+    back to back would put them in different load periods and bias their ratio; taking turns
+    gives each the same chances of a quiet moment.
+    """
+    times = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            times[i] = min(times[i], fn())
+    return times
 
 
 def store_urls(stores: Sequence[str], tmp: Path) -> Mapping[str, Callable[[], str]]:
@@ -143,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stores", default="memory,sqlite")
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else 3
+    shape_repeats = 1 if args.quick else 7  # the small shapes take well under a second each
     sizes = [100, 1_000, 10_000] if args.quick else [100, 1_000, 10_000, 100_000]
     with tempfile.TemporaryDirectory() as tmp:
         urls = store_urls(args.stores.split(","), Path(tmp))
@@ -151,15 +162,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("|---|---|---|---|---|---|")
         for label, shape in (("chain", chain(200)), ("fan-out/fan-in", fan(1000))):
             n = len(shape)
-            floor = best(lambda s=shape: bare_runner(s), repeats)
+            name = label.replace("/", "_").replace("-", "_")
+            runners: list[Callable[[], float]] = [lambda s=shape: bare_runner(s)]  # type: ignore[misc]
+            runners += [
+                lambda u=url, s=shape, nm=name: engine_run(u(), nm, s)  # type: ignore[misc]
+                for url in urls.values()
+            ]
+            floor, *engine_secs = best_interleaved(runners, shape_repeats)
             print(f"| {label} | {n} | bare runner | {floor:.4f} | {n / floor:,.0f} | 1.00 |")
-            for store, url in urls.items():
-                secs = best(
-                    lambda u=url, s=shape, lb=label: engine_run(
-                        u(), lb.replace("/", "_").replace("-", "_"), s
-                    ),
-                    repeats,
-                )
+            for store, secs in zip(urls, engine_secs, strict=True):
                 print(
                     f"| {label} | {n} | engine/{store} | {secs:.4f} | {n / secs:,.0f} | "
                     f"{floor / secs:.2f} |"
@@ -171,20 +182,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             + " | ratio largest/1k |"
         )
         print("|---|" + "---|" * (len(sizes) + 1))
+        shapes = {size: layered(size) for size in sizes}
         for store, url in urls.items():
-            per_step = []
-            for size in sizes:
-                shape = layered(size)
-                # Every size gets the same number of runs: a single sample at 100k against the
-                # best of several at 1k would bias the ratio upwards on a noisy machine.
-                secs = best(
-                    lambda u=url, s=shape, z=size: engine_run(u(), f"layered{z}", s), repeats
-                )
-                per_step.append(secs / size * 1e6)
+            # Every size gets the same number of runs, taken in turns (see best_interleaved): a
+            # single sample at 100k against the best of several at 1k, or the sizes measured
+            # in different minutes, would bias the ratio on a noisy machine.
+            best_secs = best_interleaved(
+                [
+                    lambda u=url, z=size: engine_run(u(), f"layered{z}", shapes[z])  # type: ignore[misc]
+                    for size in sizes
+                ],
+                repeats,
+            )
+            per_step = [secs / size * 1e6 for secs, size in zip(best_secs, sizes, strict=True)]
             base = per_step[sizes.index(1_000)]
             cells = " | ".join(f"{p:.1f}" for p in per_step)
             print(f"| engine/{store} | {cells} | {per_step[-1] / base:.2f} |")
-    print(f"\npython {sys.version.split()[0]}; each figure is the best of {repeats} runs")
+    print(
+        f"\npython {sys.version.split()[0]}; each figure is the best of {shape_repeats} runs "
+        f"(shapes) or {repeats} runs (scaling), the settings compared taking turns"
+    )
     return 0
 
 

@@ -41,7 +41,7 @@ Publisher = Callable[[str, JSON], None]
 _step_log = logging.getLogger("tasker.step")
 
 
-@frozen
+@frozen(slots=False)
 class StepContext:
     """Everything a handler may know about the attempt it runs.
 

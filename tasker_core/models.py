@@ -61,7 +61,7 @@ class Task:
         return f"{self.namespace}/{self.name}@{self.version}"
 
 
-@frozen
+@frozen(slots=False)
 class Step:
     """One step of one task. Identified by (task_id, name); ``index`` is its graph position."""
 
@@ -101,7 +101,7 @@ class Transition:
     its last transition, so recording a transition never rewrites the previous one)."""
 
 
-@frozen
+@frozen(slots=False)
 class StepChange:
     """Move one step from ``from_state`` to ``to_state`` if it is still there (compare-and-set).
 
@@ -133,7 +133,7 @@ class StepChange:
     max_attempts: int | None = None
 
 
-@frozen
+@frozen(slots=False)
 class TaskChange:
     """Move a task from ``from_state`` to ``to_state`` if it is still there (compare-and-set).
 
@@ -150,7 +150,7 @@ class TaskChange:
     wake_at: float | None = None
 
 
-@frozen
+@frozen(slots=False)
 class StepOutcome:
     """What running one attempt of a handler produced, as reported by an executor."""
 
@@ -193,7 +193,7 @@ class Event:
         return out
 
 
-@frozen
+@frozen(slots=False)
 class WorkItem:
     """A queue message: run this step of this task, not before ``available_at``."""
 
@@ -202,7 +202,7 @@ class WorkItem:
     available_at: float = 0.0
 
 
-@frozen
+@frozen(slots=False)
 class Claim:
     """A leased work item. ``token`` tells this claim from later claims of the same item."""
 

@@ -29,6 +29,7 @@ class InProcessQueue:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
+        self._sleepers = 0  # threads in wait(): with none, enqueue and nack skip the notify
         self._ready: deque[tuple[float, int, Key]] = deque()  # (visible_at, seq, key), sorted
         self._heap: list[tuple[float, int, Key]] = []  # entries that arrived out of order
         self._items: dict[Key, WorkItem] = {}
@@ -47,7 +48,8 @@ class InProcessQueue:
                     continue
                 known[key] = item
                 push(key, item.available_at)
-            self._cond.notify_all()
+            if self._sleepers:
+                self._cond.notify_all()
 
     def _push(self, key: Key, at: float) -> None:
         seq = next(self._seq)
@@ -128,7 +130,8 @@ class InProcessQueue:
                     del self._claims[key]
                     self._push(key, now + delay)
                 out.append(ok)
-            self._cond.notify_all()
+            if self._sleepers:
+                self._cond.notify_all()
         return out
 
     def extend(self, claims: Sequence[Claim], lease: float, now: float) -> list[Claim | None]:
@@ -145,7 +148,11 @@ class InProcessQueue:
 
     def wait(self, timeout: float) -> bool:
         with self._cond:
-            return self._cond.wait(timeout)
+            self._sleepers += 1
+            try:
+                return self._cond.wait(timeout)
+            finally:
+                self._sleepers -= 1
 
     def __len__(self) -> int:
         with self._lock:
