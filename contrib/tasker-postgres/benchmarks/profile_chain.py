@@ -10,9 +10,10 @@ execution time of every statement (nested statements of the PL/pgSQL functions i
 ``--cprofile N`` also profiles the worker's loop thread (cProfile) and prints its N most
 expensive functions by own time (the warm-up chain included).
 
-``--compare ROUNDS`` instead compares the settle functions of schema versions 3 and 4 on the
-same cluster and worker: each round measures the floor, then one chain with each (in
-alternating order), and the script prints every figure and the medians.
+``--compare ROUNDS`` instead compares two settle functions (``--versions``, default 4 and 6:
+before and after the direct claim of ready children) on the same cluster and worker: each
+round measures the floor, then one chain with each (in alternating order), and the script
+prints every figure and the medians.
 """
 
 from __future__ import annotations
@@ -74,9 +75,10 @@ def main() -> None:
     parser.add_argument("--explain", metavar="FILE", help="write auto_explain plans here")
     parser.add_argument("--cprofile", type=int, default=0, metavar="N")
     parser.add_argument("--compare", type=int, default=0, metavar="ROUNDS")
+    parser.add_argument("--versions", type=int, nargs=2, default=(4, 6), metavar="V")
     args = parser.parse_args()
     if args.compare:
-        compare(args.compare, args.shape, args.steps)
+        compare(args.compare, args.shape, args.steps, tuple(args.versions))
         return
     settings = dict(SETTINGS)
     if args.explain:
@@ -144,9 +146,10 @@ def main() -> None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(args.cprofile)
 
 
-def compare(rounds: int, shape: str, steps: int) -> None:
-    """Per-step time of a chain settled by tasker_settle_v3 and _v4, interleaved, with the
-    floor measured before each round."""
+def compare(rounds: int, shape: str, steps: int, versions: tuple[int, int]) -> None:
+    """Per-step time of a chain settled by two versions' settle functions, interleaved, with
+    the floor measured before each round."""
+    a, b = (f"v{v}" for v in versions)
     settings = {"shared_preload_libraries": "'pg_stat_statements'"}
     with TempCluster(durable=True, settings=settings) as cluster:
         url = fresh_database(cluster, "ab")
@@ -158,19 +161,19 @@ def compare(rounds: int, shape: str, steps: int) -> None:
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         time.sleep(1.0)
-        for version in (3, 4):  # warm-up: plans cached, pages in memory
+        for version in versions:  # warm-up: plans cached, pages in memory
             worker.db.settle_version = version
             run_task(engine, shape)
         admin.execute("SELECT pg_stat_statements_reset()")
         per: dict[str, list[float]] = defaultdict(list)
         for r in range(rounds):
             per["floor"].append(floor(url, 500))
-            for version in (3, 4) if r % 2 == 0 else (4, 3):
+            for version in versions if r % 2 == 0 else versions[::-1]:
                 worker.db.settle_version = version
                 per[f"v{version}"].append(run_task(engine, shape) / steps)
             print(
                 f"round {r + 1}: floor {per['floor'][-1] * 1e3:.3f} ms, "
-                f"v3 {per['v3'][-1] * 1e3:.3f} ms/step, v4 {per['v4'][-1] * 1e3:.3f} ms/step",
+                f"{a} {per[a][-1] * 1e3:.3f} ms/step, {b} {per[b][-1] * 1e3:.3f} ms/step",
                 flush=True,
             )
         server = admin.execute(
@@ -187,8 +190,8 @@ def compare(rounds: int, shape: str, steps: int) -> None:
     med = {k: statistics.median(v) for k, v in per.items()}
     print(
         f"median of {rounds}: floor {med['floor'] * 1e3:.3f} ms; "
-        f"v3 {med['v3'] * 1e3:.3f} ms/step ({med['v3'] / med['floor']:.2f}x); "
-        f"v4 {med['v4'] * 1e3:.3f} ms/step ({med['v4'] / med['floor']:.2f}x)"
+        f"{a} {med[a] * 1e3:.3f} ms/step ({med[a] / med['floor']:.2f}x); "
+        f"{b} {med[b] * 1e3:.3f} ms/step ({med[b] / med['floor']:.2f}x)"
     )
 
 

@@ -20,6 +20,7 @@ from tasker_postgres.schema_sql import FUNCTIONS, SET_BASED, TABLES
 from tasker_postgres.schema_v3 import REPORTING
 from tasker_postgres.schema_v4 import FAST_SETTLE
 from tasker_postgres.schema_v5 import ONE_PASS_GRAPH
+from tasker_postgres.schema_v6 import DIRECT_CLAIM
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "current_version", "upgrade"]
 
@@ -46,6 +47,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(4, "settle of successful outcomes in four statements", FAST_SETTLE),
     Migration(5, "a task's step graph loaded with one write per step", ONE_PASS_GRAPH),
+    Migration(6, "settle claims the children it makes ready without queueing them", DIRECT_CLAIM),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -124,7 +124,7 @@ _SETTLE = {
     "%s::int[], %s::bool[], %s::text[]::jsonb[], %s::text[]::jsonb[], %s::float8[], "
     "%s::text[]::jsonb[], %s::text[], %s::int[], %s::float8, %s::float8, %s::bool, %s::text, "
     "%s::int, %s::float8)"
-    for version in (3, 4)
+    for version in (3, 4, 6)
 }
 """The settle of each schema version that has one returning decisions (same rows)."""
 _CLAIM = (
@@ -171,8 +171,8 @@ class WorkTable:
     keeps one connection of its own instead, for the single thread of a worker's loop.
     """
 
-    settle_version = 4
-    """Which ``tasker_settle_v*`` :meth:`settle` calls (3 only to compare the two)."""
+    settle_version = 6
+    """Which ``tasker_settle_v*`` :meth:`settle` calls (3 and 4 only to compare them)."""
 
     def __init__(self, store: PostgresStore, *, direct: bool = False) -> None:
         self.store = store

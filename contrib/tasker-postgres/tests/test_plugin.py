@@ -16,6 +16,8 @@ from tasker_postgres.db import conninfo
 from tasker_postgres.schema import LATEST_VERSION, current_version, upgrade
 from tasker_postgres.schema_sql import FUNCTIONS, SET_BASED
 from tasker_postgres.schema_v3 import REPORTING
+from tasker_postgres.schema_v4 import FAST_SETTLE
+from tasker_postgres.schema_v6 import DIRECT_CLAIM
 
 
 def test_the_plugin_owns_both_schemes_for_store_and_queue() -> None:
@@ -55,7 +57,8 @@ def test_db_refuses_a_non_postgres_store(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_the_functions_record_only_legal_moves_with_the_spec_event_names() -> None:
     """Every (from, to, event) the SQL writes literally is a transition of spec/states.toml."""
-    found = re.findall(r"'(\w+)', '(\w+)', '(\w+)'", FUNCTIONS + SET_BASED + REPORTING)
+    sql = FUNCTIONS + SET_BASED + REPORTING + FAST_SETTLE + DIRECT_CLAIM
+    found = re.findall(r"'(\w+)', '(\w+)', '(\w+)'", sql)
     moves = [(a, b, e) for a, b, e in found if a in STEP.states or a in TASK.states]
     assert len(moves) >= 8
     for from_state, to_state, event in moves:

@@ -145,6 +145,7 @@ def test_upgrade_from_version_4_with_work_in_flight(
         first, second, third = (engine.submit(TaskRequest("v5", "join")).id for _ in range(3))
         _activate_v4(pg_url, first)
         old = WorkTable(engine.store)  # type: ignore[arg-type]  # a version-4 worker
+        old.settle_version = 4
         in_flight = old.claim("old", 1, time.time() + 30, time.time())
         assert [(c.task_id, c.name) for c in in_flight] == [(first, "a")]
         with psycopg.connect(conninfo(pg_url)) as conn:
@@ -154,6 +155,7 @@ def test_upgrade_from_version_4_with_work_in_flight(
             assert current_version(conn) == 5
         # A version-5 worker activates the second task with the new graph load ...
         new = WorkTable(engine.store)  # type: ignore[arg-type]
+        new.settle_version = 4  # a version-5 worker's settle
         done = new.activate(
             [second],
             time.time(),
