@@ -1,7 +1,10 @@
 """The domain records every backend stores and every layer passes around.
 
-Frozen, slotted attrs classes: cheap to create on the hot path, safe to share between threads, and
-converted to and from rows/JSON by the one cattrs converter (tasker_core.serialization). States are
+Frozen attrs classes: safe to share between threads, and converted to and from rows/JSON by the
+one cattrs converter (tasker_core.serialization). Those made once or more per step and attempt
+(Step, the changes, StepOutcome, WorkItem, Claim) keep a ``__dict__`` instead of slots: attrs then
+builds them by writing the dict directly, ~2x faster than one ``object.__setattr__`` per field
+(what a frozen slotted class needs); the rest are slotted. States are
 plain strings from spec/states.toml (``tasker_core.fsm.TaskState``/``StepState`` are StrEnums, so
 their members compare equal to these strings).
 
