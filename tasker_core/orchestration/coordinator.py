@@ -143,6 +143,8 @@ class Coordinator:
         self._due = math.inf
         """The earliest retry or step deadline created since the driver planned its wait."""
         self._worker_error: BaseException | None = None
+        self._next_deadline = math.inf
+        """No step in flight overruns its timeout before this (maybe earlier than the true one)."""
         self._next_heartbeat = 0.0
         self._listening = bus.listening
         self._claimed_reason = f"claimed by {owner}"
@@ -403,11 +405,21 @@ class Coordinator:
                 self._success(entry.run, entry.view, outcome, batch)
             else:
                 self._failure(entry.run, entry.view, outcome, now, batch)
+        if now < self._next_deadline:
+            return  # no step in flight can have overrun: skip the scan
         overran = [
             (key, entry)
             for key, entry in self._in_flight.items()
             if entry.job.timeout is not None and now >= entry.job.started_at + entry.job.timeout
         ]
+        self._next_deadline = min(
+            (
+                e.job.started_at + e.job.timeout
+                for e in self._in_flight.values()
+                if e.job.timeout is not None and now < e.job.started_at + e.job.timeout
+            ),
+            default=math.inf,
+        )
         for key, entry in overran:
             job = entry.job
             del self._in_flight[key]
@@ -618,8 +630,12 @@ class Coordinator:
             functools.partial(self._custom_event, run, name),
         )
         job = Job(task_id, name, attempt, view.fn, ctx, view.timeout, now, is_async=view.is_async)
-        if view.timeout is not None and now + view.timeout < self._due:
-            self._due = now + view.timeout
+        if view.timeout is not None:
+            deadline = now + view.timeout
+            if deadline < self._next_deadline:
+                self._next_deadline = deadline
+            if deadline < self._due:
+                self._due = deadline
         batch.starts.append(_InFlight(run, view, job, claim))
 
     def _heartbeat(self, now: float) -> None:

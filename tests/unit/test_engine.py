@@ -460,6 +460,10 @@ def test_a_failing_or_blocking_sink_never_breaks_or_blocks_a_run() -> None:
     task = engine.run(TaskRequest("test", "fan"), timeout=20)
     assert task.state == TaskState.COMPLETE
     assert time.monotonic() - t0 < 15
+    # run() does not wait for sinks: give the broken sink's thread time to meet a batch.
+    deadline = time.monotonic() + 10
+    while engine.event_stats()["broken"].failures == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
     stats = engine.event_stats()
     assert stats["broken"].failures >= 1
     assert stats["stuck"].dropped > 0
