@@ -94,11 +94,15 @@ def make_engine(url: str, concurrency: int = 16) -> Engine:
     return engine
 
 
-def run_worker(url: str, concurrency: int, claim_on_settle: bool, settle_version: int) -> None:
+def run_worker(
+    url: str, concurrency: int, claim_on_settle: bool, settle_version: int, pool_ticks: bool
+) -> None:
     from tasker_postgres.worker import Worker, WorkerOptions
 
     engine = make_engine(url, concurrency)
-    options = WorkerOptions.from_engine(engine, claim_on_settle=claim_on_settle)
+    options = WorkerOptions.from_engine(
+        engine, claim_on_settle=claim_on_settle, pool_ticks=pool_ticks
+    )
     worker = Worker(engine, options)
     worker.db.settle_version = settle_version
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
@@ -107,9 +111,13 @@ def run_worker(url: str, concurrency: int, claim_on_settle: bool, settle_version
 
 
 @contextmanager
-def workers(url: str, count: int, concurrency: int = 16, settle: int = 6) -> Iterator[None]:
+def workers(
+    url: str, count: int, concurrency: int = 16, settle: int = 6, pool_ticks: bool = True
+) -> Iterator[None]:
     command = [sys.executable, __file__, "--run-worker", url, str(concurrency)]
     command += ["--settle-version", str(settle)]
+    if not pool_ticks:
+        command.append("--no-pool-ticks")
     procs = [subprocess.Popen(command) for _ in range(count)]
     time.sleep(2.0)  # imports, engine, LISTEN: warm and idle
     try:
@@ -201,10 +209,19 @@ def main() -> None:
     parser.add_argument("--run-worker", nargs=2, metavar=("URL", "CONCURRENCY"))
     parser.add_argument("--no-claim-on-settle", action="store_true")
     parser.add_argument("--settle-version", type=int, choices=(3, 4, 6), default=6)
+    parser.add_argument(
+        "--no-pool-ticks", action="store_true", help="workers tick on their loop thread only"
+    )
     args = parser.parse_args()
     if args.run_worker:
         url, concurrency = args.run_worker
-        run_worker(url, int(concurrency), not args.no_claim_on_settle, args.settle_version)
+        run_worker(
+            url,
+            int(concurrency),
+            not args.no_claim_on_settle,
+            args.settle_version,
+            not args.no_pool_ticks,
+        )
         return
     repeats = 1 if args.quick else 3
     with TempCluster(durable=True, settings={"track_commit_timestamp": "on"}) as cluster:
@@ -219,8 +236,8 @@ def main() -> None:
             floors.append(value)
             return value
 
-        settle = args.settle_version
-        with workers(url, 1, settle=settle):
+        settle, ticks = args.settle_version, not args.no_pool_ticks
+        with workers(url, 1, settle=settle, pool_ticks=ticks):
             run_task(engine, "fanout_100")  # warm-up
             f_fan1 = near_floor()
             fan1 = min(run_task(engine, "fanout_1000") for _ in range(repeats))
@@ -228,7 +245,7 @@ def main() -> None:
             chain = min(run_task(engine, "chain_200") for _ in range(repeats))
             small = min(run_task(engine, "fanout_100") for _ in range(repeats))
             big = run_task(engine, "fanout_10000")
-        with workers(url, 4, settle=settle):
+        with workers(url, 4, settle=settle, pool_ticks=ticks):
             # Warm-up: the worker that activates a task builds its workflow's graph the first
             # time (~100 ms for 1,000 steps with four workers busy), which the 1-worker figure
             # (best of three on one worker) leaves out; several tasks first, so that each of
@@ -237,7 +254,7 @@ def main() -> None:
                 run_task(engine, "fanout_1000")
             f_fan4 = near_floor()
             fan4 = min(run_task(engine, "fanout_1000") for _ in range(repeats))
-        with workers(url, 2, concurrency=1, settle=settle):
+        with workers(url, 2, concurrency=1, settle=settle, pool_ticks=ticks):
             lat: list[float] = []
             for _ in range(repeats):
                 task = engine.submit(TaskRequest("bench", "stages_100"))

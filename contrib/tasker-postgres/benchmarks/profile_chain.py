@@ -10,16 +10,17 @@ execution time of every statement (nested statements of the PL/pgSQL functions i
 ``--cprofile N`` also profiles the worker's loop thread (cProfile) and prints its N most
 expensive functions by own time (the warm-up chain included).
 
-``--compare ROUNDS`` instead compares two settle functions (``--versions``, default 4 and 6:
-before and after the direct claim of ready children) on the same cluster and worker: each
-round measures the floor, then one chain with each (in alternating order), and the script
-prints every figure and the medians.
+``--compare ROUNDS`` instead compares the worker with its pool threads' ticks off and on (or,
+with ``--versions A B``, two settle functions, e.g. 4 and 6: before and after the direct claim of
+ready children) on the same cluster and worker: each round measures the floor, then one chain
+with each (in alternating order), and the script prints every figure and the medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import os
 import pstats
 import statistics
@@ -30,6 +31,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import psycopg
 from bench_postgres import floor, make_engine, run_task
 
@@ -75,10 +77,10 @@ def main() -> None:
     parser.add_argument("--explain", metavar="FILE", help="write auto_explain plans here")
     parser.add_argument("--cprofile", type=int, default=0, metavar="N")
     parser.add_argument("--compare", type=int, default=0, metavar="ROUNDS")
-    parser.add_argument("--versions", type=int, nargs=2, default=(4, 6), metavar="V")
+    parser.add_argument("--versions", type=int, nargs=2, metavar="V")
     args = parser.parse_args()
     if args.compare:
-        compare(args.compare, args.shape, args.steps, tuple(args.versions))
+        compare(args.compare, args.shape, args.steps, args.versions)
         return
     settings = dict(SETTINGS)
     if args.explain:
@@ -146,10 +148,17 @@ def main() -> None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(args.cprofile)
 
 
-def compare(rounds: int, shape: str, steps: int, versions: tuple[int, int]) -> None:
-    """Per-step time of a chain settled by two versions' settle functions, interleaved, with
-    the floor measured before each round."""
-    a, b = (f"v{v}" for v in versions)
+def compare(rounds: int, shape: str, steps: int, versions: list[int] | None) -> None:
+    """Per-step time of a chain with two variants of the worker (pool ticks off/on, or two
+    settle functions), interleaved, with the floor measured before each round."""
+    variants: dict[str, Callable[[Worker], None]] = {}
+    if versions:
+        for v in versions:
+            variants[f"v{v}"] = functools.partial(_settle_version, v)
+    else:
+        variants["loop ticks"] = functools.partial(_pool_ticks, False)
+        variants["pool ticks"] = functools.partial(_pool_ticks, True)
+    a, b = variants
     settings = {"shared_preload_libraries": "'pg_stat_statements'"}
     with TempCluster(durable=True, settings=settings) as cluster:
         url = fresh_database(cluster, "ab")
@@ -161,19 +170,28 @@ def compare(rounds: int, shape: str, steps: int, versions: tuple[int, int]) -> N
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         time.sleep(1.0)
-        for version in versions:  # warm-up: plans cached, pages in memory
-            worker.db.settle_version = version
+        for use in variants.values():  # warm-up: plans cached, pages in memory
+            use(worker)
             run_task(engine, shape)
         admin.execute("SELECT pg_stat_statements_reset()")
         per: dict[str, list[float]] = defaultdict(list)
+        calls: dict[str, list[float]] = defaultdict(list)
+        settle = worker.db.settle
         for r in range(rounds):
             per["floor"].append(floor(url, 500))
-            for version in versions if r % 2 == 0 else versions[::-1]:
-                worker.db.settle_version = version
-                per[f"v{version}"].append(run_task(engine, shape) / steps)
+            for name in (a, b) if r % 2 == 0 else (b, a):
+                variants[name](worker)
+                calls.clear()
+                worker.db.settle = timed(calls, "settle", settle)  # type: ignore[method-assign]
+                per[name].append(run_task(engine, shape) / steps)
+                # The rest of a step: what the worker adds around its settle round trip.
+                per[name + " outside settle"].append(per[name][-1] - sum(calls["settle"]) / steps)
             print(
                 f"round {r + 1}: floor {per['floor'][-1] * 1e3:.3f} ms, "
-                f"{a} {per[a][-1] * 1e3:.3f} ms/step, {b} {per[b][-1] * 1e3:.3f} ms/step",
+                f"{a} {per[a][-1] * 1e3:.3f} ms/step "
+                f"({per[a + ' outside settle'][-1] * 1e3:.3f} outside the settle), "
+                f"{b} {per[b][-1] * 1e3:.3f} ms/step "
+                f"({per[b + ' outside settle'][-1] * 1e3:.3f} outside the settle)",
                 flush=True,
             )
         server = admin.execute(
@@ -185,14 +203,25 @@ def compare(rounds: int, shape: str, steps: int, versions: tuple[int, int]) -> N
         thread.join(10)
         worker_engine.close()
         engine.close()
-    for name, mean, calls in server:
-        print(f"server time of a settle, {name}: {mean:.3f} ms (mean of {calls} calls)")
+    for version, mean, calls in server:
+        print(f"server time of a settle, {version}: {mean:.3f} ms (mean of {calls} calls)")
     med = {k: statistics.median(v) for k, v in per.items()}
     print(
         f"median of {rounds}: floor {med['floor'] * 1e3:.3f} ms; "
         f"{a} {med[a] * 1e3:.3f} ms/step ({med[a] / med['floor']:.2f}x); "
-        f"{b} {med[b] * 1e3:.3f} ms/step ({med[b] / med['floor']:.2f}x)"
+        f"{b} {med[b] * 1e3:.3f} ms/step ({med[b] / med['floor']:.2f}x); outside the settle "
+        f"round trip: {a} {med[a + ' outside settle'] * 1e3:.3f} ms, "
+        f"{b} {med[b + ' outside settle'] * 1e3:.3f} ms"
     )
+
+
+def _settle_version(version: int, worker: Worker) -> None:
+    worker.db.settle_version = version
+
+
+def _pool_ticks(on: bool, worker: Worker) -> None:
+    """Switch between chains (the worker is idle then: it reads the option per outcome)."""
+    worker.options = attrs.evolve(worker.options, pool_ticks=on)
 
 
 if __name__ == "__main__":
