@@ -183,13 +183,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print("|---|" + "---|" * (len(sizes) + 1))
         shapes = {size: layered(size) for size in sizes}
+        sample_steps = max(sizes)
         for store, url in urls.items():
-            # Every size gets the same number of runs, taken in turns (see best_interleaved): a
-            # single sample at 100k against the best of several at 1k, or the sizes measured
-            # in different minutes, would bias the ratio on a noisy machine.
+            # A sample of every size runs the same number of steps (100 tasks of 1k, one of
+            # 100k), so every sample spans about the same time, and the sizes take turns (see
+            # best_interleaved). The best of a few 40 ms runs against the best of a few 5 s runs
+            # would compare a quiet moment with an average over the machine's load bursts.
             best_secs = best_interleaved(
                 [
-                    lambda u=url, z=size: engine_run(u(), f"layered{z}", shapes[z])  # type: ignore[misc]
+                    lambda u=url, z=size: (
+                        sum(  # type: ignore[misc]
+                            engine_run(u(), f"layered{z}", shapes[z])
+                            for _ in range(sample_steps // z)
+                        )
+                        / (sample_steps // z)
+                    )
                     for size in sizes
                 ],
                 repeats,
@@ -200,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"| engine/{store} | {cells} | {per_step[-1] / base:.2f} |")
     print(
         f"\npython {sys.version.split()[0]}; each figure is the best of {shape_repeats} runs "
-        f"(shapes) or {repeats} runs (scaling), the settings compared taking turns"
+        f"(shapes) or of {repeats} samples of {max(sizes):,} steps each (scaling), the settings "
+        "compared taking turns"
     )
     return 0
 

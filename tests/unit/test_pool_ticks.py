@@ -17,6 +17,7 @@ from engine_support import check_task_history, make_engine, workflow
 
 from tasker_core import RetryableError, SystemClock, TaskRequest
 from tasker_core.builtin.memory_store import MemoryStore
+from tasker_core.orchestration.coordinator import STRAGGLER_CHECK
 from tasker_core.protocols import Change
 
 SLOW_POLL = {"poll_interval": "30s", "heartbeat_interval": "30s", "lease": "60s"}
@@ -192,5 +193,17 @@ def test_outcomes_wait_in_the_inbox_while_nobody_drives() -> None:
     assert [s.state for s in engine.get_steps(task.id)] == ["in_progress", "pending"]
     finished = engine.run_task(task.id, timeout=20)
     assert finished.state == "complete"
+    check_task_history(engine, task.id)
+    engine.close()
+
+
+def test_outcomes_no_pool_thread_ticked_are_picked_up_by_the_driver() -> None:
+    """The safety net for an outcome whose thread went on to a waiting job: the driver looks at
+    the inbox every STRAGGLER_CHECK while steps are in flight, whatever the poll interval."""
+    engine = make_engine([_fan(20)], {"noop": noop}, clock=SystemClock(), execution=SLOW_POLL)
+    engine.coordinator.tick_from_pool = lambda: None  # type: ignore[method-assign]
+    assert STRAGGLER_CHECK < 1
+    task = engine.run(TaskRequest("test", "fan"), timeout=20)  # 30 s poll: a miss would time out
+    assert task.state == "complete"
     check_task_history(engine, task.id)
     engine.close()
