@@ -78,6 +78,10 @@ log = logging.getLogger("tasker.worker")
 
 Key = tuple[str, str]
 _TASK_CACHE = 10_000
+STRAGGLER_CHECK = 0.05
+"""Seconds: while steps run, the loop thread takes reported outcomes at least this often. A pool
+thread that reports an outcome just as another thread's tick queued a job runs that job instead
+of ticking; its outcome must not wait for the next idle thread or the poll interval."""
 
 
 @frozen
@@ -229,6 +233,7 @@ class Worker:
         backoff = 0.05
         lock, wake = self._tick_lock, self._wake
         polled = False
+        poll_due = self.clock.now() + self.options.poll_interval
         with lock:
             self._ticking = True
         try:
@@ -243,6 +248,11 @@ class Worker:
                         now = self.clock.now()
                         self._loop_wakes_at = self._wakes_at(now)
                         block = max(0.0, self._loop_wakes_at - now)
+                        # Only a sleep to the planned wake-up is the polling fallback; a look
+                        # for stragglers (see STRAGGLER_CHECK) merely takes reported outcomes.
+                        full_sleep = not self._running or block <= STRAGGLER_CHECK
+                        if not full_sleep:
+                            block = STRAGGLER_CHECK
                     backoff = 0.05
                 except Exception as exc:
                     if not is_transient(exc):
@@ -258,7 +268,13 @@ class Worker:
                 self._raise_pool_error()
                 polled = False
                 if block > 0 and not self._outcomes and not self._notes:
-                    polled = not wake.wait(block)  # a pool thread may have missed the lock
+                    woke = wake.wait(block)  # a pool thread may have missed the lock
+                    now = self.clock.now()
+                    # Polling fallback as before: a wait of a whole poll interval, however many
+                    # straggler looks it was cut into, with nothing waking the loop.
+                    polled = not woke and (full_sleep or now >= poll_due)
+                    if woke or polled:
+                        poll_due = now + self.options.poll_interval
                 self._raise_pool_error()
         finally:
             with lock:  # a pool thread's tick in progress ends before the loop does

@@ -94,6 +94,24 @@ def test_a_chain_is_settled_on_pool_threads(cluster: Cluster) -> None:
     legal(engine, task_id)
 
 
+def test_outcomes_no_pool_thread_ticked_are_settled_by_the_loop(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safety net for an outcome whose pool thread went on to a waiting job: while steps run,
+    the loop takes reported outcomes every STRAGGLER_CHECK, whatever the poll interval."""
+    monkeypatch.setattr(Worker, "_tick_from_pool", lambda self: None)  # no pool thread ticks
+    cluster.handlers["ok"] = ok
+    cluster.templates.append(chain("chain", 10))
+    engine = cluster.engine()
+    worker = cluster.start_worker(**SLOW_POLL)
+    spy = SettleSpy(worker)
+    task_id = engine.submit(TaskRequest("t", "chain")).id
+    (task,) = cluster.wait_done(engine, [task_id], timeout=20)  # 30 s poll: a miss times out
+    assert task.state == "complete"
+    assert spy.calls and all(thread != POOL for thread, _ in spy.calls), spy.calls
+    assert completes(engine, task_id) == {f"s{i}": 1 for i in range(10)}
+
+
 def test_pool_ticks_off_settles_on_the_loop_thread(cluster: Cluster) -> None:
     cluster.handlers["ok"] = ok
     cluster.templates.append(chain("chain", 10))
