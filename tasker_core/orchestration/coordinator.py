@@ -148,8 +148,6 @@ class Coordinator:
         """Set when the driver must look again before its planned wake-up time."""
         self._driving = False
         self._driver_wakes_at = math.inf
-        self._due = math.inf
-        """The earliest retry or step deadline created since the driver planned its wait."""
         self._worker_error: BaseException | None = None
         self._next_deadline = math.inf
         """No step in flight overruns its timeout before this (maybe earlier than the true one)."""
@@ -224,7 +222,6 @@ class Coordinator:
                     if deadline is not None:
                         block = min(block, max(0.0, deadline - self.clock.now()))
                     self._driver_wakes_at = self.clock.now() + block
-                    self._due = math.inf
                 self._raise_worker_error()
                 if not more and stop is None:
                     break
@@ -278,7 +275,7 @@ class Coordinator:
                     return
                 before = self._driver_wakes_at
                 self._tick()
-                if not self._in_flight or self._due < before:
+                if not self._in_flight or self._next_due() < before:
                     self._wake.set()  # the driver's planned sleep is now too long
             except BaseException as exc:  # handed to the driver, which raises it
                 self._worker_error = exc
@@ -286,6 +283,11 @@ class Coordinator:
                 return
             finally:
                 lock.release()
+
+    def _next_due(self) -> float:
+        """The earliest retry time or step deadline (maybe earlier than the true deadline)."""
+        retry = self._timers[0][0] if self._timers else math.inf
+        return min(retry, self._next_deadline)
 
     def _raise_worker_error(self) -> None:
         error = self._worker_error
@@ -380,10 +382,7 @@ class Coordinator:
         if self._timers:
             wait = min(wait, self._timers[0][0] - now)
         if self._in_flight:
-            wait = min(wait, self._next_heartbeat - now, STRAGGLER_CHECK)
-            for entry in self._in_flight.values():
-                if entry.job.timeout is not None:
-                    wait = min(wait, entry.job.started_at + entry.job.timeout - now)
+            wait = min(wait, self._next_heartbeat - now, STRAGGLER_CHECK, self._next_deadline - now)
         elif self._timers and wait > 0:
             self.clock.sleep(wait)  # nothing can arrive: let the clock run to the next retry
             return 0.0
@@ -525,7 +524,6 @@ class Coordinator:
         )
         if retry_at is not None:
             heapq.heappush(self._timers, (retry_at, run.task_id, view.index))
-            self._due = min(self._due, retry_at)
             self._event(
                 batch,
                 run,
@@ -642,8 +640,6 @@ class Coordinator:
             deadline = now + view.timeout
             if deadline < self._next_deadline:
                 self._next_deadline = deadline
-            if deadline < self._due:
-                self._due = deadline
         batch.starts.append(_InFlight(run, view, job, claim))
 
     def _heartbeat(self, now: float) -> None:
