@@ -146,8 +146,7 @@ class Engine:
         """``submit``, also giving the steps stored when the task is new (None for a duplicate)."""
         template = self.get_template(request.namespace, request.name, request.version)
         template.validate_context(request.context)
-        for step in template.steps:
-            self._handler(step.handler)  # fail at submission, not mid-run
+        self.coordinator.specs_of(template)  # resolves every handler: fail at submission
         self._graph_of(template)
         now = self.clock.now()
         task = Task(

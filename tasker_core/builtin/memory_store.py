@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from tasker_core.builtin.batch import (
+    LEGAL_EVENTS,
     STORES_RESULTS,
     Change,
     StepKey,
@@ -43,6 +44,9 @@ _Logged = tuple[str, str | None, str, str, str, str, float, int]
 _Decided = tuple[int, Change, "dict[str, Any] | None", Any, Any, int]
 """(index, change, its step row or None for a task change, copied metadata, copied results,
 the step's attempts before the change)."""
+_Pending = tuple[str, "str | None", str, str, str, str, Any]
+"""An applied change's transition before it is logged: (task_id, step or None, from, to,
+event, reason, copied metadata)."""
 _Undo = tuple["dict[str, Any]", str, int]
 """A step row and the (state, attempts) it had before pass one moved it."""
 
@@ -51,7 +55,10 @@ _TASK_FIELDS = tuple(a.name for a in attrs.fields(Task))
 
 def _row(s: Step) -> dict[str, Any]:
     """A step's fields as a stored row, in Step's field order (get_steps builds Steps from the
-    values positionally). Spelled out: twice as fast as a comprehension over the field names."""
+    values positionally). A Step's own ``__dict__`` is exactly that (attrs fills it in field
+    order, and a frozen instance holds nothing else); a subclass is read field by field."""
+    if type(s) is Step:
+        return s.__dict__.copy()
     return {
         "task_id": s.task_id,
         "index": s.index,
@@ -68,6 +75,10 @@ def _row(s: Step) -> dict[str, Any]:
         "error": s.error,
         "updated_at": s.updated_at,
     }
+
+
+class _Replay(Exception):
+    """The optimistic pass of ``apply`` met something it leaves to the careful one."""
 
 
 def _undo(undo: list[_Undo]) -> None:
@@ -125,7 +136,7 @@ class MemoryStore:
         # the log position of each record's last transition.
         self._transitions: dict[str, list[_Logged]] = {}
         self._metadata: dict[str, list[Any]] = {}
-        self._recent: dict[tuple[str, str | None], int] = {}
+        self._recent: dict[str, dict[str | None, int]] = {}  # task -> step (None: task) -> i
         self._in_progress: set[StepKey] = set()
         self._sort_key = 0
 
@@ -177,71 +188,158 @@ class MemoryStore:
             self._positions[task.id] = positions
             self._transitions[task.id] = []
             self._metadata[task.id] = []
+            self._recent[task.id] = {}
             for row in stored_steps:
                 if row["state"] == "in_progress":
                     self._in_progress.add((task.id, row["name"]))
             return stored_task, True
 
     def apply(self, changes: Sequence[Change], now: float, atomic: bool = False) -> list[bool]:
-        """Store.apply in two passes over the batch, with no intermediate plan.
+        """Store.apply: one optimistic pass, replayed carefully when anything is off.
 
         The rules are batch.py's (the planner the SQLite store uses, and :func:`write_step_fields`
         / :func:`task_fields` for what a change sets); the hypothesis state machine of the
-        conformance kit holds both stores to the same reference model. Pass one finds every
-        record, copies every payload and decides the compare-and-sets in order, moving each step
-        row's (state, attempts) as it goes so that a change sees the earlier ones of its batch;
-        if it raises, or an atomic batch loses a compare-and-set, those moves are undone and
-        nothing else was written. Pass two writes the remaining fields and the transitions.
+        conformance kit holds both stores to the same reference model. The usual batch (legal
+        transitions of known steps, plain payloads, every compare-and-set won) is written in one
+        pass, each record's previous contents kept aside. Anything else (an error, or a lost
+        compare-and-set in an atomic batch) puts those back and replays the batch through
+        :meth:`_apply_checked`, which raises errors in the planner's order.
         """
-        events = check_events(changes)
         with self._lock:
             self._record("apply", changes=len(changes), now=now)
-            decided, undo = self._decide(changes)
-            if atomic and len(decided) != len(changes):
-                _undo(undo)
-                return [False] * len(changes)
-            # Nothing below can fail: the batch is valid and every payload is already copied.
-            logs = self._transitions
-            metadata_logs = self._metadata
-            recent = self._recent
-            in_progress = self._in_progress
-            sort_key = self._sort_key
-            applied = [False] * len(changes)
-            log: list[_Logged] = []
-            metadata_log: list[Any] = []
-            log_tid = None
-            for i, c, row, metadata, results, attempts in decided:
-                applied[i] = True
-                tid = c.task_id
-                step: str | None
-                if type(c) is StepChange:
-                    assert row is not None  # set for every step change
-                    name = c.step
-                    step = name
-                    write_step_fields(row, c, attempts, results, now)
-                    if c.to_state == "in_progress":
-                        in_progress.add((tid, name))
-                    elif c.from_state == "in_progress":
-                        in_progress.discard((tid, name))
-                else:
-                    assert type(c) is TaskChange
-                    step = None
-                    task = self._tasks[tid]
-                    self._tasks[tid] = _with(
-                        task, _TASK_FIELDS, task_fields(c, task.started_at, now)
-                    )
-                if tid != log_tid:
-                    log_tid = tid
-                    log = logs[tid]
-                    metadata_log = metadata_logs[tid]
-                recent[(tid, step)] = len(log)
-                sort_key += 1
-                log.append(
-                    (tid, step, c.from_state, c.to_state, events[i], c.reason, now, sort_key)
-                )
-                metadata_log.append(metadata)
-            self._sort_key = sort_key
+            undo: list[tuple[dict[str, Any], dict[str, Any]]] = []
+            old_tasks: list[tuple[str, Task]] = []
+            try:
+                applied, out = self._apply_fast(changes, now, atomic, undo, old_tasks)
+            except BaseException as exc:
+                for row, saved in reversed(undo):
+                    row.update(saved)
+                for tid, task in reversed(old_tasks):
+                    self._tasks[tid] = task
+                if not isinstance(exc, Exception):
+                    raise
+                return self._apply_checked(changes, now, atomic)
+            self._log(out, now)
             return applied
+
+    def _apply_fast(
+        self,
+        changes: Sequence[Change],
+        now: float,
+        atomic: bool,
+        undo: list[tuple[dict[str, Any], dict[str, Any]]],
+        old_tasks: list[tuple[str, Task]],
+    ) -> tuple[list[bool], list[_Pending]]:
+        """Write the batch in one pass; raise (_Replay or the payload's error) on anything
+        unusual, having recorded in ``undo``/``old_tasks`` what to put back."""
+        legal = LEGAL_EVENTS
+        positions = self._positions
+        all_steps = self._steps
+        tasks = self._tasks
+        applied = [False] * len(changes)
+        out: list[_Pending] = []
+        named: dict[str, int] = {}
+        rows: list[dict[str, Any]] = []
+        named_tid = None
+        for i, c in enumerate(changes):
+            is_step = type(c) is StepChange
+            event = legal.get((is_step, c.from_state, c.to_state))
+            if event is None:
+                raise _Replay  # an illegal pair, or one not looked up yet
+            tid = c.task_id
+            if tid != named_tid:  # batches mostly name one task: look it up once
+                found = positions.get(tid)
+                if found is None:
+                    raise _Replay
+                named, named_tid, rows = found, tid, all_steps[tid]
+            if is_step:
+                assert type(c) is StepChange
+                pos = named.get(c.step)
+                if pos is None:
+                    raise _Replay
+                # Payloads first: a change with a non-JSON payload fails the batch even when
+                # it would lose its compare-and-set.
+                metadata = _copy_metadata(c.metadata)
+                results = c.results
+                if results is not None and c.to_state in STORES_RESULTS:
+                    results = copy_json(results, "results")
+                row = rows[pos]
+                attempts = row["attempts"]
+                expect = c.expect_attempt
+                if row["state"] != c.from_state or (expect is not None and attempts != expect):
+                    if atomic:
+                        raise _Replay
+                    continue
+                undo.append((row, row.copy()))
+                write_step_fields(row, c, attempts, results, now)
+                out.append((tid, c.step, c.from_state, c.to_state, event, c.reason, metadata))
+            else:
+                assert type(c) is TaskChange
+                metadata = _copy_metadata(c.metadata)
+                task = tasks[tid]
+                if task.state != c.from_state:
+                    if atomic:
+                        raise _Replay
+                    continue
+                old_tasks.append((tid, task))
+                tasks[tid] = _with(task, _TASK_FIELDS, task_fields(c, task.started_at, now))
+                out.append((tid, None, c.from_state, c.to_state, event, c.reason, metadata))
+            applied[i] = True
+        return applied, out
+
+    def _log(self, out: list[_Pending], now: float) -> None:
+        """Record the applied changes' transitions (and which steps are now in progress)."""
+        logs = self._transitions
+        metadata_logs = self._metadata
+        recents = self._recent
+        in_progress = self._in_progress
+        sort_key = self._sort_key
+        log: list[_Logged] = []
+        metadata_log: list[Any] = []
+        recent: dict[str | None, int] = {}
+        log_tid = None
+        for tid, step, from_state, to_state, event, reason, metadata in out:
+            if tid != log_tid:
+                log_tid = tid
+                log = logs[tid]
+                metadata_log = metadata_logs[tid]
+                recent = recents[tid]
+            if step is not None:
+                if to_state == "in_progress":
+                    in_progress.add((tid, step))
+                elif from_state == "in_progress":
+                    in_progress.discard((tid, step))
+            recent[step] = len(log)
+            sort_key += 1
+            log.append((tid, step, from_state, to_state, event, reason, now, sort_key))
+            metadata_log.append(metadata)
+        self._sort_key = sort_key
+
+    def _apply_checked(self, changes: Sequence[Change], now: float, atomic: bool) -> list[bool]:
+        """Store.apply in two passes: decide every change (raising in the planner's order, with
+        nothing written), then write. The path of batches the optimistic pass gave up on."""
+        events = check_events(changes)
+        decided, undo = self._decide(changes)
+        if atomic and len(decided) != len(changes):
+            _undo(undo)
+            return [False] * len(changes)
+        # Nothing below can fail: the batch is valid and every payload is already copied.
+        applied = [False] * len(changes)
+        out: list[_Pending] = []
+        for i, c, row, metadata, results, attempts in decided:
+            applied[i] = True
+            tid = c.task_id
+            if type(c) is StepChange:
+                assert row is not None  # set for every step change
+                write_step_fields(row, c, attempts, results, now)
+                out.append((tid, c.step, c.from_state, c.to_state, events[i], c.reason, metadata))
+            else:
+                assert type(c) is TaskChange
+                task = self._tasks[tid]
+                self._tasks[tid] = _with(task, _TASK_FIELDS, task_fields(c, task.started_at, now))
+                out.append((tid, None, c.from_state, c.to_state, events[i], c.reason, metadata))
+        self._log(out, now)
+        return applied
 
     def _decide(self, changes: Sequence[Change]) -> tuple[list[_Decided], list[_Undo]]:
         """The changes that win their compare-and-set, with their step row and copied payloads,
@@ -373,7 +471,7 @@ class MemoryStore:
             log = self._transitions.get(task_id)
             if log is None:
                 raise TaskNotFoundError(task_id)
-            recent = self._recent
+            recent = self._recent[task_id]
             return [
                 Transition(
                     tid,
@@ -385,7 +483,7 @@ class MemoryStore:
                     metadata,
                     at,
                     sort_key,
-                    recent.get((tid, step)) == i,
+                    recent.get(step) == i,
                 )
                 for i, (
                     (tid, step, from_state, to_state, event, reason, at, sort_key),

@@ -58,9 +58,11 @@ from tasker_core.orchestration.task_run import (
     ENQUEUED,
     ERROR,
     IN_PROGRESS,
+    StepSpec,
     StepView,
     TaskRun,
     build_views,
+    step_specs,
 )
 from tasker_core.protocols import Change, Queue, Store
 from tasker_core.solver import WorkflowGraph
@@ -69,6 +71,9 @@ from tasker_core.templates import TaskTemplate
 log = logging.getLogger("tasker.coordinator")
 
 Key = tuple[str, str]
+
+_SPECS_CACHED = 256
+"""Templates whose step specs are kept (the cache starts over beyond that)."""
 
 STRAGGLER_CHECK = 0.05
 """While steps are in flight the driver looks at the inbox at least this often (seconds).
@@ -140,6 +145,7 @@ class Coordinator:
         self.runs: dict[str, TaskRun] = {}
         self._in_flight: dict[Key, _InFlight] = {}
         self._timers: list[tuple[float, str, int]] = []  # (retry time, task id, step index)
+        self._specs: dict[int, tuple[TaskTemplate, dict[str, StepSpec]]] = {}
         self._inbox: deque[StepOutcome] = deque()
         """Outcomes reported by the executor, drained by whichever thread ticks."""
         self._commands: stdqueue.SimpleQueue[Callable[[], None]] = stdqueue.SimpleQueue()
@@ -322,6 +328,18 @@ class Coordinator:
                 self._requested.discard(task_id)
                 self._finished.notify_all()
 
+    def specs_of(self, template: TaskTemplate) -> dict[str, StepSpec]:
+        """The template's step specs, worked out once per template object (a template is
+        immutable; the cache holds it, so its id is not reused while cached). Raises what
+        resolving a handler raises. Safe from any thread: at worst two work out the same."""
+        cached = self._specs.get(id(template))
+        if cached is None or cached[0] is not template:
+            if len(self._specs) >= _SPECS_CACHED:
+                self._specs.clear()
+            specs = step_specs(template, self._handler_for, self.config.execution.step_timeout)
+            cached = self._specs[id(template)] = (template, specs)
+        return cached[1]
+
     def _build_run(self, task_id: str, created: Sequence[Step] | None = None) -> None:
         task = self.store.get_task(task_id)
         self.runs.pop(task_id, None)
@@ -331,7 +349,7 @@ class Coordinator:
         template = self._template_for(task)
         graph = self._graph_for(template)
         steps = created if created is not None else self.store.get_steps(task_id)
-        views = build_views(steps, template, self._handler_for, self.config.execution.step_timeout)
+        views = build_views(steps, self.specs_of(template))
         run = TaskRun(task, template, graph, views, self._stop_on_failure)
         self.runs[task_id] = run
         now = self.clock.now()

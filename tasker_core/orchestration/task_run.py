@@ -184,22 +184,32 @@ class TaskRun:
         return [v for v in self.views if v.state == ERROR and not v.may_retry()]
 
 
-def build_views(
-    steps: Sequence[Step],
-    template: TaskTemplate,
-    resolve: Callable[[str], Callable[..., Any]],
-    default_timeout: float,
-) -> list[StepView]:
-    by_name = {s.name: s for s in template.steps}
-    handlers: dict[str, tuple[Callable[..., Any], bool]] = {}  # resolved once per handler
-    views = []
-    for step in steps:
-        spec = by_name[step.name]
+StepSpec = tuple[Callable[..., Any], bool, "float | None", dict[str, JSON], tuple[Any, Any]]
+"""What a template says about running one step: (handler, is it async, timeout, config,
+(backoff base, backoff max)); the same for every task of the template."""
+
+
+def step_specs(
+    template: TaskTemplate, resolve: Callable[[str], Callable[..., Any]], default_timeout: float
+) -> dict[str, StepSpec]:
+    """Each step's :data:`StepSpec` by name, handlers resolved once per distinct handler."""
+    handlers: dict[str, tuple[Callable[..., Any], bool]] = {}
+    specs: dict[str, StepSpec] = {}
+    for spec in template.steps:
+        handler = handlers.get(spec.handler)
+        if handler is None:
+            fn = resolve(spec.handler)
+            handler = handlers[spec.handler] = (fn, inspect.iscoroutinefunction(fn))
         timeout = spec.timeout if spec.timeout is not None else default_timeout
         backoff = (spec.retry.backoff_base, spec.retry.backoff_max)
-        handler = handlers.get(step.handler)
-        if handler is None:
-            fn = resolve(step.handler)
-            handler = handlers[step.handler] = (fn, inspect.iscoroutinefunction(fn))
-        views.append(StepView(step, handler[0], timeout, dict(spec.config), backoff, handler[1]))
+        specs[spec.name] = (handler[0], handler[1], timeout, dict(spec.config), backoff)
+    return specs
+
+
+def build_views(steps: Sequence[Step], specs: dict[str, StepSpec]) -> list[StepView]:
+    """A view of each stored step; every view gets its own copy of the step's config."""
+    views = []
+    for step in steps:
+        fn, is_async, timeout, config, backoff = specs[step.name]
+        views.append(StepView(step, fn, timeout, dict(config), backoff, is_async))
     return views

@@ -5,9 +5,11 @@ FIFO-plus-heap claims in (visible_at, enqueue order) whatever order items arrive
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -103,3 +105,60 @@ def test_claims_follow_visible_time_then_enqueue_order(batches: list[list[int]])
     claimed += [c.item.step for c in queue.claim("o", 100, 30.0, 10.0)]
     assert claimed == [step for _, _, step in sorted(expected)][: len(claimed)]
     assert sorted(claimed) == sorted(step for _, _, step in expected)
+
+
+_STATES = ["pending", "enqueued", "in_progress", "complete", "error", "cancelled"]
+_change = st.builds(
+    StepChange,
+    st.sampled_from(["t", "t", "t", "gone"]),
+    st.sampled_from(["s0", "s1", "s2", "nope"]),
+    st.sampled_from(_STATES),
+    st.sampled_from(_STATES),
+    st.just("r"),
+    st.sampled_from([{"attempt": 1}, {"attempt": 2, "duration": 0.5}, {"x": {1}}, {}]),
+    st.sampled_from([None, "owner"]),
+    st.sampled_from([None, 9.0]),
+    st.sampled_from([None, {"v": [1, 2]}, {"v": object()}]),
+    st.just(None),
+    st.sampled_from([None, 4.0]),
+    st.sampled_from([None, 0, 1]),
+    st.sampled_from([None, 5]),
+)
+
+
+def _outcome(store: MemoryStore, call: Any) -> tuple[Any, list[Step], list[Any], str]:
+    try:
+        result: Any = call()
+    except Exception as exc:  # the kind of error is part of what must agree
+        result = type(exc)
+    transitions = [
+        (t.step, t.from_state, t.to_state, t.metadata, t.most_recent)
+        for t in store.get_transitions("t")
+    ]
+    return result, store.get_steps("t"), transitions, store.get_task("t").state
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(_STATES), min_size=3, max_size=3),
+    st.lists(st.lists(_change, min_size=1, max_size=5), min_size=1, max_size=4),
+    st.booleans(),
+)
+def test_the_one_pass_apply_agrees_with_the_checked_one(
+    states: list[str], batches: list[list[StepChange]], atomic: bool
+) -> None:
+    """The optimistic single pass gives up on anything unusual; whatever it writes, returns or
+    raises must be what the careful two-pass path gives for the same batches."""
+    fast, careful = _store(states), _store(states)
+    for batch in batches:
+        got = _outcome(fast, functools.partial(fast.apply, batch, 2.0, atomic))
+        want = _outcome(careful, functools.partial(careful._apply_checked, batch, 2.0, atomic))
+        assert got == want
+
+
+def test_a_stored_step_row_lists_steps_fields_in_order() -> None:
+    """get_steps builds Steps from a row's values in order, so the row must keep field order."""
+    store = _store(["pending"])
+    (step,) = store.get_steps("t")
+    assert step == Step("t", 0, "s0", "h", "pending", 3, True)
+    assert list(store._steps["t"][0]) == [a.name for a in attrs.fields(Step)]
