@@ -16,8 +16,12 @@
      sender before the native batch sender, measured in the same rounds,
    - ``[log, zmq]`` with a subscriber of ``task.`` only.
    Reported: steps/s, the on/off ratio of each round (median), process CPU per step, and the
-   CPU of the sink's own threads per step, in all and by thread (its I/O thread, libzmq's, and
-   the event bus's thread that hands it batches). Target: the sink costs under 10% of steps/s.
+   CPU of the sink's own threads per step, in all and by thread (the event bus's delivery thread
+   for the sink, where it filters, encodes and sends; its I/O thread; libzmq's). Also the `log`
+   sink's delivery thread, on and off: the engine's events die on whichever delivery thread lets
+   go of them last, so freeing them moves onto the zmq sink's thread when it is on, a cost that
+   is not the sink's (with it off, the log thread pays it). Target: the sink costs under 10% of
+   steps/s.
 
 Prints markdown tables (docs/performance.md, "ZeroMQ event bus").
 """
@@ -203,13 +207,14 @@ def engine_run(width: int, setting: str, frontends: dict[str, str]) -> dict[str,
         sinks.append(sink)
     engine = Engine(config, sinks=sinks)
     bus_ids: list[int] = []
-    if sink is not None:  # and the event bus's thread that hands the sink its batches
+    if sink is not None:  # and the event bus's thread that delivers the sink its batches
         bus_ids = named_threads("tasker-sink-zmq")
         own |= set(bus_ids)
+    log_ids = named_threads("tasker-sink-log")
     engine.register_handler("bench.noop", lambda ctx: None)
     engine.register_template(fanout(width))
     io = set(named_threads("tasker-zmq-io")) & own
-    parts = {"io": io, "libzmq": own - io - set(bus_ids), "bus": set(bus_ids)}
+    parts = {"io": io, "libzmq": own - io - set(bus_ids), "bus": set(bus_ids), "log": set(log_ids)}
     parts_before = {name: sum(thread_cpu(t) for t in ids) for name, ids in parts.items()}
     own_before = sum(thread_cpu(t) for t in own)
     cpu_before = time.process_time()
@@ -227,12 +232,20 @@ def engine_run(width: int, setting: str, frontends: dict[str, str]) -> dict[str,
     }
     engine.close()
     steps = width + 1
-    result = {"steps_per_s": steps / elapsed, "cpu_us_per_step": cpu / steps * 1e6}
+    result = {
+        "steps_per_s": steps / elapsed,
+        "cpu_us_per_step": cpu / steps * 1e6,
+        "log_us_per_step": parts_cpu["log"] / steps * 1e6,
+    }
     if sink is not None:
         stats = sink.stats()
         result |= {
             "sink_us_per_step": own_cpu / steps * 1e6,
-            **{f"{name}_us_per_step": cpu / steps * 1e6 for name, cpu in parts_cpu.items()},
+            **{
+                f"{name}_us_per_step": cpu / steps * 1e6
+                for name, cpu in parts_cpu.items()
+                if name != "log"
+            },
             "events_per_step": (stats["sent"] + stats["dropped"]) / steps,
             "dropped": stats["dropped"],
             "no_subscriber": stats["no_subscriber"],
@@ -276,6 +289,7 @@ def report(
         return statistics.median(ratios) - 1
 
     off_cpu = median(runs["off"], "cpu_us_per_step")
+    off_log = median(runs["off"], "log_us_per_step")
     print(
         f"\n- wall clock, zmq on vs off (median of the {rounds} rounds' ratios): native sender "
         f"{paired('on', 'off'):+.1%}, pyzmq sender {paired('on_pyzmq', 'off'):+.1%}; "
@@ -287,16 +301,20 @@ def report(
         split = ", ".join(
             f"{part} {median(runs[name], f'{key}_us_per_step'):.1f}"
             for key, part in (
+                ("bus", "the bus's delivery thread"),
                 ("io", "I/O thread"),
                 ("libzmq", "libzmq's threads"),
-                ("bus", "the bus's hand-over thread"),
             )
         )
+        moved = off_log - median(runs[name], "log_us_per_step")
         print(
             f"- {label}: the sink's own threads use {sink_us:.1f} µs per step "
             f"({median(runs[name], 'events_per_step'):.2f} events), **{sink_us / off_cpu:.1%}** "
             f"of the {off_cpu:.1f} µs a step costs with zmq off (by thread: {split}); "
-            f"process CPU per step on vs off: {on_cpu / off_cpu - 1:+.1%}"
+            f"process CPU per step on vs off: {on_cpu / off_cpu - 1:+.1%}; the log sink's "
+            f"delivery thread {off_log:.1f} µs per step off, {off_log - moved:.1f} on (the "
+            f"difference, freeing events, moved to the zmq sink's threads): net of it "
+            f"{sink_us - moved:.1f} µs ({(sink_us - moved) / off_cpu:.1%})"
         )
     print(
         f"- with a subscriber of `task.` only: {paired('on_task', 'off'):+.1%} vs off; "

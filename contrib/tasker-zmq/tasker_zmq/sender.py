@@ -82,7 +82,8 @@ def open_native_sender(
     """A native sender bound to ``socket``, or None (reason logged once) to send via pyzmq.
 
     ``library`` overrides the search (tests use it); the file must already be loaded. The
-    sender must be used only on the thread that owns ``socket``, and only while it is open.
+    sender must be used only by the thread that owns ``socket`` at the time (one at a time), and
+    only while it is open.
     """
     try:
         from tasker_zmq._sender import Sender

@@ -1,13 +1,15 @@
 """The ``zmq`` event sink: lifecycle events out of an XPUB socket, never blocking the engine.
 
-Threads: the engine's event bus calls :meth:`ZmqSink.publish` on the sink's bus thread, which
-only hands the batch over: one append to a bounded queue, whatever the batch's size. The sink's
-own I/O thread is the only thread that ever touches the ZeroMQ socket (ZeroMQ sockets are not
-thread-safe): for each batch it skips the events nobody subscribes to, encodes the others, then
-sends them, and between batches it reads subscriptions. The queue holds at most
-``events.zmq.hwm`` events, so the sink's memory is bounded on top of the bus's buffer. All the
-per-event work on one thread is the cheapest shape in Python: nothing is queued per event, and
-only one of the sink's threads competes with the engine for the GIL.
+Threads: the engine's event bus gives each sink a delivery thread of its own, and calls
+:meth:`ZmqSink.publish` there with a batch of events; the sink does its per-event work right
+there: it skips the events nobody subscribes to, encodes the others, and sends them, then reads
+any subscription changes. No queue and no second hand-over: the bus's bounded buffer is the
+sink's queue, and nothing waits, since every send is ``NOBLOCK``. The sink's own I/O thread
+opens and closes the socket, logs drops, and reads subscriptions while no batch comes (it sleeps
+on the socket's notification descriptor, ``ZMQ_FD``). ZeroMQ sockets are not thread-safe, so
+the socket has one owner at a time: whichever thread holds the sink's socket lock, and only
+while it holds it (the lock's hand-over is the full memory barrier ZeroMQ asks for when a
+socket moves between threads).
 
 Sends never wait: the socket is an XPUB with ``XPUB_NODROP`` and every send is ``NOBLOCK``, so
 an event that meets a full high-water mark (a slow subscriber, a slow or absent proxy) is dropped
@@ -16,10 +18,10 @@ nobody subscribes to are counted and dropped before they cost an encoding, "nobo
 told apart from "too slow", and :meth:`ZmqSink.wait_for_subscriptions` answers ZeroMQ's
 slow-joiner problem.
 
-The I/O thread sends each batch with one call of the native sender (:mod:`tasker_zmq.sender`):
-every frame through pyzmq's own libzmq with the GIL released once, instead of once per frame.
-Without it (not built, or pyzmq's libzmq not identifiable) the sink sends through pyzmq; the
-wire is the same either way, and :attr:`ZmqSink.sender` says which path is in use.
+Each batch goes out with one call of the native sender (:mod:`tasker_zmq.sender`): every frame
+through pyzmq's own libzmq with the GIL released once, instead of once per frame. Without it
+(not built, or pyzmq's libzmq not identifiable) the sink sends through pyzmq; the wire is the
+same either way, and :attr:`ZmqSink.sender` says which path is in use.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import cast
@@ -50,7 +52,6 @@ log = logging.getLogger("tasker.zmq")
 _DROP_KINDS = ("no_subscriber", "hwm", "unencodable", "closed")
 _START_TIMEOUT = 30.0  # opening a socket is immediate; this only guards against a wedged thread
 _CLOSE_GRACE = 5.0
-_GATHER_MS = 10
 # What json raises for data it cannot write (RecursionError: nested too deep).
 _UNENCODABLE = (TypeError, ValueError, RecursionError)
 
@@ -95,16 +96,15 @@ class ZmqSink:
         self._native: NativeSender | None = None
         self._sender = "pyzmq"  # the path chosen at open; _native is dropped at close
         self._keys = _Keys(options)
-        self._cond = threading.Condition()
-        self._queue: deque[list[Event]] = deque()  # batches, in the order published
-        self._queued = 0  # events in self._queue
-        self._idle = False
-        self._urgent = max(1, options.hwm // 2)
+        # The socket's owner is whoever holds this lock; None: not open yet, or closed.
+        self._socket_lock = threading.Lock()
+        self._socket: zmq.Socket[bytes] | None = None
+        self._cond = threading.Condition()  # the counters, the flags, subscription waiters
         self._closing = False
         self._stopped = False
         self._subscriptions: frozenset[bytes] = frozenset()
-        # The I/O thread's routing, per event name, for the current subscriptions: the topic
-        # of names someone subscribes to, and the names nobody does.
+        # Routing, per event name, for the current subscriptions (used under the socket lock):
+        # the topic of names someone subscribes to, and the names nobody does.
         self._topics: dict[str, bytes] = {}
         self._unwanted: set[str] = set()
         self._sent = 0
@@ -127,38 +127,44 @@ class ZmqSink:
     # -- the bus side ------------------------------------------------------------------------
 
     def publish(self, events: Sequence[Event]) -> None:
-        """Hand the events to the I/O thread (one append per batch); never waits."""
+        """Filter, encode and send the events on the calling thread; never waits on a peer.
+
+        The calling thread owns the socket for the call (the I/O thread holds it only for a
+        moment, to read subscriptions while no batch comes). Nothing is kept: the caller may
+        reuse its sequence once this returns.
+        """
         if self._shut():
             self._count("closed", len(events))
             return
-        if not self._subscriptions:  # the I/O thread swaps in a new set on a change
+        if not self._subscriptions:  # a new set is swapped in on a change
             self._count("no_subscriber", len(events))
             return
-        batch = list(events)  # the caller may reuse its sequence once this returns
-        with self._cond:
-            if self._shut():  # closed meanwhile
-                self._drops["closed"] += len(batch)
+        batch = events if type(events) is list else list(events)
+        with self._socket_lock:
+            socket = self._socket
+            if socket is None or self._closing:  # closed meanwhile
+                self._count("closed", len(batch))
                 return
-            room = self.options.hwm - self._queued
-            if len(batch) > room:
-                self._drops["hwm"] += len(batch) - max(room, 0)
-                batch = batch[: max(room, 0)]
-                if not batch:
-                    return
-            before = self._queued
-            self._queue.append(batch)
-            self._queued += len(batch)
-            if self._idle or before < self._urgent <= self._queued:
-                self._idle = False
-                self._wake()
+            try:
+                self._send(socket, batch)
+                # Sending also takes in the socket's pending commands, subscriptions among
+                # them; read them now, since the I/O thread is not woken for those.
+                self._read_subscriptions(socket)
+            except Exception:
+                log.exception("zmq sink: the socket failed; events are dropped from now on")
+                self._socket = None
+                with self._cond:
+                    self._stopped = True
+                    self._cond.notify_all()
+                self._wake()  # the I/O thread closes the socket
 
     def close(self) -> None:
-        """Send what is queued, then give the socket ``linger`` to flush; idempotent."""
+        """Stop taking events, then give the socket ``linger`` to flush; idempotent."""
         with self._cond:
             if self._closing:
                 return
             self._closing = True
-            self._wake()
+        self._wake()
         self._thread.join(self.options.linger + _CLOSE_GRACE)
         if self._thread.is_alive():
             log.warning("zmq sink: the I/O thread did not stop in time; leaving it behind")
@@ -205,11 +211,6 @@ class ZmqSink:
         """The topic prefixes someone downstream subscribes to, as this socket last heard."""
         return frozenset(s.decode(errors="replace") for s in self._subscriptions)
 
-    def queued(self) -> int:
-        """Events waiting for the I/O thread (at most ``events.zmq.hwm``)."""
-        with self._cond:
-            return self._queued
-
     def wait_for_subscriptions(self, prefixes: Iterable[str] = (), timeout: float = 5.0) -> bool:
         """Wait until each of ``prefixes`` is subscribed (any subscription if none is given).
 
@@ -231,7 +232,7 @@ class ZmqSink:
 
     def _wake(self) -> None:
         # A full pipe already holds wake-ups: the thread will look anyway.
-        with contextlib.suppress(BlockingIOError):
+        with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"\0")
 
     def _close_pipe(self) -> None:
@@ -256,25 +257,27 @@ class ZmqSink:
                 if self._want_native:
                     self._native = open_native_sender(socket)
                     self._sender = "pyzmq" if self._native is None else "native"
+                notify = cast(int, socket.getsockopt(zmq.FD))
+                with self._socket_lock:  # published: from here on, the lock's holder owns it
+                    self._socket = socket
             except BaseException as exc:
                 self._start_errors.append(exc)
                 return
             finally:
                 self._ready.set()
             try:
-                self._serve(socket)
+                self._serve(notify)
             except Exception:
                 log.exception("zmq sink: the I/O thread failed; events are dropped from now on")
         finally:
-            with self._cond:
-                self._stopped = True
-                self._drops["closed"] += self._queued
-                self._queue.clear()
-                self._queued = 0
-                self._cond.notify_all()
-            self._native = None  # never used past the socket's life
-            if socket is not None:
-                socket.close(linger=int(self.options.linger * 1000))
+            with self._socket_lock:  # waits for a batch being sent
+                self._socket = None
+                with self._cond:
+                    self._stopped = True
+                    self._cond.notify_all()
+                self._native = None  # never used past the socket's life
+                if socket is not None:
+                    socket.close(linger=int(self.options.linger * 1000))
             if auth is not None:
                 auth.stop()
             context.term()  # waits for queued messages, at most `linger`
@@ -319,33 +322,29 @@ class ZmqSink:
             raise
         return socket, auth
 
-    def _serve(self, socket: zmq.Socket[bytes]) -> None:
-        poller = zmq.Poller()
-        poller.register(socket, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+    def _serve(self, notify: int) -> None:
+        """Read subscriptions whenever the socket signals and no batch is being sent; log."""
+        poller = select.poll()
+        poller.register(notify, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
         interval = self.options.log_interval
         next_report = time.monotonic() + interval
         while True:
-            self._read_subscriptions(socket)
+            with self._socket_lock:
+                socket = self._socket
+                if socket is None:  # a send failed; publish() gave the socket up
+                    return
+                self._read_subscriptions(socket)
             with self._cond:
-                batch, self._queue = self._queue, deque()
-                self._queued = 0
                 closing = self._closing
-                self._idle = not batch
-            if batch:
-                self._send(socket, batch)
             if time.monotonic() >= next_report:
                 self._report(interval)
                 next_report = time.monotonic() + interval
-            if closing and not batch:
+            if closing:
                 return
-            if batch:
-                # Busy: let events gather for a moment rather than wake per bus batch; a
-                # subscription, close() or a queue half full cuts the wait short.
-                poller.poll(_GATHER_MS)
-            else:
-                wait_ms = max(0.0, next_report - time.monotonic()) * 1000
-                poller.poll(int(wait_ms) + 1)
+            # ZMQ_FD is readable while the socket has commands to take in (a subscription
+            # arriving, say); a sending thread that takes them in first reads them too.
+            poller.poll(int(max(0.0, next_report - time.monotonic()) * 1000) + 1)
             self._drain_wakeups()
 
     def _drain_wakeups(self) -> None:
@@ -354,7 +353,10 @@ class ZmqSink:
                 pass
 
     def _read_subscriptions(self, socket: zmq.Socket[bytes]) -> None:
-        """Apply (un)subscription messages: ``\\x01prefix`` subscribes, ``\\x00prefix`` leaves."""
+        """Apply (un)subscription messages: ``\\x01prefix`` subscribes, ``\\x00prefix`` leaves.
+
+        Only with the socket lock held.
+        """
         if not _readable(socket):
             return
         subscriptions = set(self._subscriptions)
@@ -371,38 +373,35 @@ class ZmqSink:
             self._subscriptions = frozenset(subscriptions)
             self._cond.notify_all()
 
-    def _send(self, socket: zmq.Socket[bytes], batches: Iterable[list[Event]]) -> None:
-        """Per batch: skip the unwanted events, encode the rest in one native call, send them.
+    def _send(self, socket: zmq.Socket[bytes], events: list[Event]) -> None:
+        """Skip the unwanted events, encode the rest in one native call, send them.
 
-        Encoding a whole batch before sending keeps the sends together: the native sender then
-        releases the GIL once for the batch (pyzmq's path once per frame, and between
-        back-to-back sends the engine's threads rarely take it over), and libzmq's I/O thread
-        writes the messages in fewer wake-ups.
+        Encoding the whole batch before sending keeps the sends together: the native sender then
+        releases the GIL once for the batch (pyzmq's path once per frame), and libzmq's I/O
+        thread writes the messages in fewer wake-ups.
         """
-        topics = self._topics
         counts = [0, 0]  # sent, refused at the high-water mark
         unwanted = 0
-        # Someone subscribes to everything: no event to skip, and the native sender reads each
-        # topic from the event's name itself.
-        everything = self._native is not None and b"" in self._subscriptions
         try:
-            for events in batches:
-                if everything and self._native is not None:
-                    _add_native(counts, self._native.send_events(events, self._encode(events)))
-                    continue
-                wanted: list[Event] = []
-                wanted_topics: list[bytes] = []
-                for event in events:
-                    topic = topics.get(event.name)
+            # Someone subscribes to everything: no event to skip, and the native sender reads
+            # each topic from the event's name itself.
+            if self._native is not None and b"" in self._subscriptions:
+                _add_native(counts, self._native.send_events(events, self._encode(events)))
+                return
+            topics = self._topics
+            wanted: list[Event] = []
+            wanted_topics: list[bytes] = []
+            for event in events:
+                topic = topics.get(event.name)
+                if topic is None:
+                    topic = self._route(event.name)
                     if topic is None:
-                        topic = self._route(event.name)
-                        if topic is None:
-                            unwanted += 1
-                            continue
-                    wanted.append(event)
-                    wanted_topics.append(topic)
-                if wanted:
-                    self._send_frames(socket, wanted_topics, self._encode(wanted), counts)
+                        unwanted += 1
+                        continue
+                wanted.append(event)
+                wanted_topics.append(topic)
+            if wanted:
+                self._send_frames(socket, wanted_topics, self._encode(wanted), counts)
         finally:  # counts stay exact even when a send fails
             with self._cond:
                 self._sent += counts[0]

@@ -227,7 +227,7 @@ def test_wait_for_subscriptions_times_out_without_subscribers() -> None:
         sink.close()
 
 
-def test_without_any_subscriber_nothing_is_queued_and_all_is_counted(
+def test_without_any_subscriber_nothing_is_sent_and_all_is_counted(
     make_engine: Callable[..., Engine],
 ) -> None:
     sink = bound_sink()
@@ -239,8 +239,9 @@ def test_without_any_subscriber_nothing_is_queued_and_all_is_counted(
             )
         ] * 5
         sink.publish(events)
-        assert sink.queued() == 0
-        assert sink.stats()["no_subscriber"] == sink.dropped == 5
+        stats = sink.stats()
+        assert stats["sent"] == 0
+        assert stats["no_subscriber"] == sink.dropped == 5
     finally:
         sink.close()
 
@@ -272,3 +273,82 @@ def test_the_publisher_may_reuse_its_list_once_publish_returns(
         subscriber.close()
         sink.close()
     assert [e["payload"] for e in got] == list(range(50))
+
+
+def custom_events(engine: Engine, name: str, n: int) -> list[Event]:
+    return [
+        engine.bus.make(
+            name, task_id="t", namespace="n", workflow="w", version="1", time=1.0, payload=i
+        )
+        for i in range(n)
+    ]
+
+
+def test_threads_publishing_at_once_each_get_every_event_out_in_order(
+    make_engine: Callable[..., Engine],
+) -> None:
+    # publish() sends on the calling thread: the socket lock must keep one owner at a time.
+    sink = bound_sink()
+    subscriber = Subscriber(sink.endpoint)
+    names = [f"custom.t{i}" for i in range(4)]
+    try:
+        assert sink.wait_for_subscriptions([""], timeout=10)
+        engine = make_engine([], width=1)
+        batches = {name: custom_events(engine, name, 200) for name in names}
+
+        def publish(name: str) -> None:
+            for i in range(0, 200, 20):
+                sink.publish(batches[name][i : i + 20])
+
+        workers = [threading.Thread(target=publish, args=(name,)) for name in names]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        got = receive_all(subscriber, 800)
+    finally:
+        subscriber.close()
+        sink.close()
+    assert len(got) == 800
+    for name in names:
+        assert [e["payload"] for e in got if e["name"] == name] == list(range(200))
+    assert sink.stats()["sent"] == 800
+
+
+def test_a_subscription_made_while_batches_flow_is_heard(
+    make_engine: Callable[..., Engine],
+) -> None:
+    # While a thread keeps sending, its sends take in the socket's commands, so it must read
+    # the subscriptions they bring; when it pauses, the I/O thread must.
+    sink = bound_sink()
+    first = Subscriber(sink.endpoint, ["custom.a"])
+    second: Subscriber | None = None
+    running = threading.Event()
+    running.set()
+    try:
+        assert sink.wait_for_subscriptions(["custom.a"], timeout=10)
+        engine = make_engine([], width=1)
+        batch = custom_events(engine, "custom.a", 50) + custom_events(engine, "custom.b", 50)
+
+        def keep_publishing() -> None:
+            while running.is_set():
+                sink.publish(batch)
+
+        publisher = threading.Thread(target=keep_publishing)
+        publisher.start()
+        try:
+            time.sleep(0.05)
+            second = Subscriber(sink.endpoint, ["custom.b"])
+            assert sink.wait_for_subscriptions(["custom.a", "custom.b"], timeout=10)
+            got = receive_all(second, 10)
+        finally:
+            running.clear()
+            publisher.join()
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+        sink.close()
+    assert len(got) == 10
+    assert {e["name"] for e in got} == {"custom.b"}
+    assert sink.stats()["no_subscriber"] > 0  # custom.b before anyone wanted it
