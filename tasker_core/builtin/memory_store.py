@@ -44,9 +44,6 @@ _Logged = tuple[str, str | None, str, str, str, str, float, int]
 _Decided = tuple[int, Change, "dict[str, Any] | None", Any, Any, int]
 """(index, change, its step row or None for a task change, copied metadata, copied results,
 the step's attempts before the change)."""
-_Pending = tuple[str, "str | None", str, str, str, str, Any]
-"""An applied change's transition before it is logged: (task_id, step or None, from, to,
-event, reason, copied metadata)."""
 _Undo = tuple["dict[str, Any]", str, int]
 """A step row and the (state, attempts) it had before pass one moved it."""
 
@@ -210,7 +207,7 @@ class MemoryStore:
             undo: list[tuple[dict[str, Any], dict[str, Any]]] = []
             old_tasks: list[tuple[str, Task]] = []
             try:
-                applied, out = self._apply_fast(changes, now, atomic, undo, old_tasks)
+                applied, out, metadata = self._apply_fast(changes, now, atomic, undo, old_tasks)
             except BaseException as exc:
                 for row, saved in reversed(undo):
                     row.update(saved)
@@ -219,7 +216,7 @@ class MemoryStore:
                 if not isinstance(exc, Exception):
                     raise
                 return self._apply_checked(changes, now, atomic)
-            self._log(out, now)
+            self._log(out, metadata)
             return applied
 
     def _apply_fast(
@@ -229,21 +226,30 @@ class MemoryStore:
         atomic: bool,
         undo: list[tuple[dict[str, Any], dict[str, Any]]],
         old_tasks: list[tuple[str, Task]],
-    ) -> tuple[list[bool], list[_Pending]]:
+    ) -> tuple[list[bool], list[_Logged], list[Any]]:
         """Write the batch in one pass; raise (_Replay or the payload's error) on anything
-        unusual, having recorded in ``undo``/``old_tasks`` what to put back."""
+        unusual, having recorded in ``undo``/``old_tasks`` what to put back. Returns what was
+        applied, and the transitions to log with their metadata.
+
+        The usual targets' fields are written inline, as :func:`write_step_fields` would (the
+        test holding this pass to :meth:`_apply_checked`, which calls it, keeps them equal).
+        """
         legal = LEGAL_EVENTS
         positions = self._positions
         all_steps = self._steps
         tasks = self._tasks
+        sort_key = self._sort_key
         applied = [False] * len(changes)
-        out: list[_Pending] = []
+        out: list[_Logged] = []
+        metadata_out: list[Any] = []
         named: dict[str, int] = {}
         rows: list[dict[str, Any]] = []
         named_tid = None
         for i, c in enumerate(changes):
             is_step = type(c) is StepChange
-            event = legal.get((is_step, c.from_state, c.to_state))
+            from_state = c.from_state
+            to = c.to_state
+            event = legal.get((is_step, from_state, to))
             if event is None:
                 raise _Replay  # an illegal pair, or one not looked up yet
             tid = c.task_id
@@ -254,51 +260,73 @@ class MemoryStore:
                 named, named_tid, rows = found, tid, all_steps[tid]
             if is_step:
                 assert type(c) is StepChange
-                pos = named.get(c.step)
+                name = c.step
+                pos = named.get(name)
                 if pos is None:
                     raise _Replay
                 # Payloads first: a change with a non-JSON payload fails the batch even when
                 # it would lose its compare-and-set.
                 metadata = _copy_metadata(c.metadata)
                 results = c.results
-                if results is not None and c.to_state in STORES_RESULTS:
+                if results is not None and to in STORES_RESULTS:
                     results = copy_json(results, "results")
                 row = rows[pos]
                 attempts = row["attempts"]
                 expect = c.expect_attempt
-                if row["state"] != c.from_state or (expect is not None and attempts != expect):
+                if row["state"] != from_state or (expect is not None and attempts != expect):
                     if atomic:
                         raise _Replay
                     continue
                 undo.append((row, row.copy()))
-                write_step_fields(row, c, attempts, results, now)
-                out.append((tid, c.step, c.from_state, c.to_state, event, c.reason, metadata))
+                if c.max_attempts is not None:
+                    write_step_fields(row, c, attempts, results, now)
+                elif to == "in_progress":
+                    row["state"] = to
+                    row["updated_at"] = now
+                    row["attempts"] = attempts + 1
+                    row["lease_owner"] = c.lease_owner
+                    row["lease_expires_at"] = c.lease_expires_at
+                    row["next_retry_at"] = None
+                elif to == "complete":
+                    row["state"] = to
+                    row["updated_at"] = now
+                    row["results"] = results
+                    row["error"] = row["lease_owner"] = row["lease_expires_at"] = None
+                elif to == "enqueued":
+                    row["state"] = to
+                    row["updated_at"] = now
+                else:
+                    write_step_fields(row, c, attempts, results, now)
             else:
                 assert type(c) is TaskChange
+                name = None
                 metadata = _copy_metadata(c.metadata)
                 task = tasks[tid]
-                if task.state != c.from_state:
+                if task.state != from_state:
                     if atomic:
                         raise _Replay
                     continue
                 old_tasks.append((tid, task))
                 tasks[tid] = _with(task, _TASK_FIELDS, task_fields(c, task.started_at, now))
-                out.append((tid, None, c.from_state, c.to_state, event, c.reason, metadata))
+            sort_key += 1
+            out.append((tid, name, from_state, to, event, c.reason, now, sort_key))
+            metadata_out.append(metadata)
             applied[i] = True
-        return applied, out
+        return applied, out, metadata_out
 
-    def _log(self, out: list[_Pending], now: float) -> None:
-        """Record the applied changes' transitions (and which steps are now in progress)."""
+    def _log(self, out: list[_Logged], metadata: list[Any]) -> None:
+        """Record applied changes' transitions (numbered already), and which steps are now in
+        progress."""
         logs = self._transitions
         metadata_logs = self._metadata
         recents = self._recent
         in_progress = self._in_progress
-        sort_key = self._sort_key
         log: list[_Logged] = []
         metadata_log: list[Any] = []
         recent: dict[str | None, int] = {}
         log_tid = None
-        for tid, step, from_state, to_state, event, reason, metadata in out:
+        for record, meta in zip(out, metadata, strict=True):
+            tid, step, from_state, to_state = record[:4]
             if tid != log_tid:
                 log_tid = tid
                 log = logs[tid]
@@ -310,10 +338,10 @@ class MemoryStore:
                 elif from_state == "in_progress":
                     in_progress.discard((tid, step))
             recent[step] = len(log)
-            sort_key += 1
-            log.append((tid, step, from_state, to_state, event, reason, now, sort_key))
-            metadata_log.append(metadata)
-        self._sort_key = sort_key
+            log.append(record)
+            metadata_log.append(meta)
+        if out:
+            self._sort_key = out[-1][7]
 
     def _apply_checked(self, changes: Sequence[Change], now: float, atomic: bool) -> list[bool]:
         """Store.apply in two passes: decide every change (raising in the planner's order, with
@@ -325,20 +353,26 @@ class MemoryStore:
             return [False] * len(changes)
         # Nothing below can fail: the batch is valid and every payload is already copied.
         applied = [False] * len(changes)
-        out: list[_Pending] = []
+        out: list[_Logged] = []
+        metadata_out: list[Any] = []
+        sort_key = self._sort_key
         for i, c, row, metadata, results, attempts in decided:
             applied[i] = True
             tid = c.task_id
+            step: str | None
             if type(c) is StepChange:
                 assert row is not None  # set for every step change
                 write_step_fields(row, c, attempts, results, now)
-                out.append((tid, c.step, c.from_state, c.to_state, events[i], c.reason, metadata))
+                step = c.step
             else:
                 assert type(c) is TaskChange
                 task = self._tasks[tid]
                 self._tasks[tid] = _with(task, _TASK_FIELDS, task_fields(c, task.started_at, now))
-                out.append((tid, None, c.from_state, c.to_state, events[i], c.reason, metadata))
-        self._log(out, now)
+                step = None
+            sort_key += 1
+            out.append((tid, step, c.from_state, c.to_state, events[i], c.reason, now, sort_key))
+            metadata_out.append(metadata)
+        self._log(out, metadata_out)
         return applied
 
     def _decide(self, changes: Sequence[Change]) -> tuple[list[_Decided], list[_Undo]]:
