@@ -196,3 +196,7 @@ def encode_event_payloads(events: Iterable[Any], fallback: Callable[[Any], bytes
     exceptions propagate. ValueError, naming the event's position, name and id and the path to
     the value (``data["payload"][2]``), for a NaN or infinity.
     """
+
+def copy_flat_dict(value: object) -> dict[str, Any] | None:
+    """A new dict equal to ``value`` when it is exactly a dict whose keys are exactly str and
+    whose values are exactly str, int, bool, None or a finite float; None for anything else."""

@@ -17,6 +17,7 @@ from cattrs import Converter
 from cattrs.preconf.json import make_converter as _make_json_converter
 
 from tasker_core import _native
+from tasker_core._native import copy_flat_dict
 
 if TYPE_CHECKING:
     from tasker_core.models import Event
@@ -139,18 +140,8 @@ def _copy(value: Any, active: set[int]) -> Any:
     return _copy(dict(value) if isinstance(value, dict) else list(value), active)
 
 
-_FLAT = frozenset({str, int, float, bool, type(None)})
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 """One encoder for the process: json.dumps with non-default options builds a new one per call."""
-
-
-def _flat_plain(value: dict[Any, Any]) -> bool:
-    """A dict of str keys to JSON scalars (finite floats): the shape of most metadata."""
-    for k, v in value.items():
-        kind = type(v)
-        if type(k) is not str or kind not in _FLAT or (kind is float and not math.isfinite(v)):
-            return False
-    return True
 
 
 def copy_json(value: Any, where: str = "value") -> Any:
@@ -161,8 +152,10 @@ def copy_json(value: Any, where: str = "value") -> Any:
     """
     if value is None:
         return None
-    if type(value) is dict and _flat_plain(value):
-        return dict(value)  # flat and plain: a shallow copy is a deep one
+    if type(value) is dict:
+        copied = copy_flat_dict(value)  # flat and plain: a shallow copy is a deep one
+        if copied is not None:
+            return copied
     try:
         return _copy(value, set())
     except _NotJSON as exc:
@@ -188,9 +181,9 @@ def dumps_json(value: Any, where: str = "value") -> str:
     """Compact JSON text of a plain-JSON value (checked first; see :func:`check_json`).
 
     Flat dicts of scalars with string keys (transition metadata, most contexts) skip the
-    recursive walk: one loop over their values checks everything they could hold wrongly.
+    recursive walk: one native call checks everything they could hold wrongly.
     """
-    if type(value) is dict and _flat_plain(value):
+    if type(value) is dict and copy_flat_dict(value) is not None:
         return _ENCODE(value)
     check_json(value, where)
     return _ENCODE(value)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Sequence
-from math import isfinite
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from tasker_core._native import copy_flat_dict
 from tasker_core.builtin.batch import (
     LEGAL_EVENTS,
     STORES_RESULTS,
@@ -87,16 +87,9 @@ def _undo(undo: list[_Undo]) -> None:
 
 def _copy_metadata(value: Any) -> Any:
     """copy_json for transition metadata, whose usual shape (a small flat dict of str keys to
-    ints, strs, None or finite floats) is checked here without a further call."""
-    if type(value) is dict:
-        for k, v in value.items():
-            kind = type(v)
-            if type(k) is not str or not (
-                kind is int or kind is str or v is None or (kind is float and isfinite(v))
-            ):
-                return copy_json(value, "metadata")
-        return dict(value)
-    return copy_json(value, "metadata")
+    JSON scalars) is copied natively in one call."""
+    copied = copy_flat_dict(value)
+    return copied if copied is not None else copy_json(value, "metadata")
 
 
 def _with(record: _R, names: tuple[str, ...], updates: dict[str, Any]) -> _R:
@@ -266,7 +259,9 @@ class MemoryStore:
                     raise _Replay
                 # Payloads first: a change with a non-JSON payload fails the batch even when
                 # it would lose its compare-and-set.
-                metadata = _copy_metadata(c.metadata)
+                metadata = copy_flat_dict(c.metadata)  # the usual shape, natively
+                if metadata is None:
+                    metadata = copy_json(c.metadata, "metadata")
                 results = c.results
                 if results is not None and to in STORES_RESULTS:
                     results = copy_json(results, "results")

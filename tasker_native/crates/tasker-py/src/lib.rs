@@ -6,6 +6,7 @@
 mod columns;
 mod errors;
 mod events_json;
+mod flat_json;
 mod fsm;
 mod graph;
 mod names;
@@ -58,6 +59,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jitter_fraction, m)?)?;
     m.add_function(wrap_pyfunction!(backoff_delay, m)?)?;
     m.add_function(wrap_pyfunction!(events_json::encode_event_payloads, m)?)?;
+    m.add_function(wrap_pyfunction!(flat_json::copy_flat_dict, m)?)?;
     // pyo3 lists every added name in `__all__`; the private module's surface is the stub's.
     m.delattr("__all__")?;
     Ok(())
