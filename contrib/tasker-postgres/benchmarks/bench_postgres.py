@@ -15,11 +15,14 @@ benchmark against the current one, 6, on a database at the latest schema).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,11 +106,36 @@ def run_worker(
     options = WorkerOptions.from_engine(
         engine, claim_on_settle=claim_on_settle, pool_ticks=pool_ticks
     )
+    profiles = _profile_threads() if os.environ.get(PROFILE_ENV) else []
     worker = Worker(engine, options)
     worker.db.settle_version = settle_version
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     worker.run()
     engine.close()
+    if profiles:
+        stats = pstats.Stats(*profiles)
+        stats.dump_stats(os.path.join(os.environ[PROFILE_ENV], f"{os.getpid()}.prof"))
+
+
+PROFILE_ENV = "TASKER_BENCH_CPROFILE"
+"""A directory: each worker process profiles all its threads (cProfile, one profiler per thread,
+wall clock: blocking calls such as ``select`` keep their waits as own time) and writes
+``<pid>.prof`` there when it stops."""
+
+
+def _profile_threads() -> list[cProfile.Profile]:
+    """Profile this thread and every thread started from now on, each with its own profiler."""
+    profiles: list[cProfile.Profile] = []
+
+    def start(*_: object) -> None:  # the first profile event of a new thread
+        sys.setprofile(None)
+        profile = cProfile.Profile()
+        profiles.append(profile)
+        profile.enable()
+
+    threading.setprofile(start)
+    start()
+    return profiles
 
 
 @contextmanager

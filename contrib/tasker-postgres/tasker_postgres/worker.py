@@ -82,6 +82,9 @@ STRAGGLER_CHECK = 0.05
 """Seconds: while steps run, the loop thread takes reported outcomes at least this often. A pool
 thread that reports an outcome just as another thread's tick queued a job runs that job instead
 of ticking; its outcome must not wait for the next idle thread or the poll interval."""
+ACTIVATION_RECHECK = 0.05
+"""Seconds: how soon a worker looks again at a due task it could not activate (see
+:meth:`Worker._activate`)."""
 
 
 @frozen
@@ -612,7 +615,14 @@ class Worker:
                     self._tasks.pop(task_id, None)
             self._look_for_work = True
             self._look_for_tasks = len(due) >= o.batch_size
-        self._next_wake = self.db.next_wake(now)
+        wake = self.db.next_wake(now)
+        if wake is not None and wake <= now:
+            # Due but not taken by this pass: another worker holds the task (it is activating
+            # it and commits shortly) or its activation failed here. Looking again on every
+            # tick would spin (four round trips each) until that worker commits, a fan-out's
+            # whole activation long, taking the CPU that worker needs.
+            wake = now + ACTIVATION_RECHECK
+        self._next_wake = wake
 
     def _activation_failed(self, task_id: str, exc: Exception) -> None:
         log.error("cannot activate task %s here: %s", task_id, exc)

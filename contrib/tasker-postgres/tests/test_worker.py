@@ -7,10 +7,12 @@ import threading
 import time
 from typing import Any
 
+import psycopg
 import pytest
 from pytest_tasker.history import assert_legal_history
 from tasker_core import Engine, PermanentError, RetryableError, StepContext, TaskRequest
 
+from tasker_postgres.db import conninfo
 from tasker_postgres.harness import Harness as Cluster
 from tasker_postgres.store import PostgresStore
 from tasker_postgres.work import Settlement, WorkTable
@@ -260,3 +262,34 @@ def test_worker_refuses_a_non_postgres_store() -> None:
             Worker(engine, WorkerOptions())
     finally:
         engine.close()
+
+
+def test_a_task_another_worker_is_activating_is_looked_at_again_without_spinning(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another worker holds a due task (activating it), a worker looks for due tasks a
+    few times, not on every tick; it takes the task soon after the holder lets go."""
+    looks = itertools.count()
+    due_tasks = WorkTable.due_tasks
+
+    def counted(self: WorkTable, now: float, limit: int, stop_on_failure: bool) -> list[str]:
+        next(looks)
+        return due_tasks(self, now, limit, stop_on_failure)
+
+    monkeypatch.setattr(WorkTable, "due_tasks", counted)
+    cluster.handlers["ok"] = ok
+    cluster.templates.append(wf("one", [step("s")]))
+    engine = cluster.engine()
+    task_id = engine.submit(TaskRequest("t", "one")).id
+    with psycopg.connect(conninfo(cluster.url)) as holder:  # the other worker's activation
+        holder.execute("SELECT 1 FROM tasker_tasks WHERE id = %s FOR NO KEY UPDATE", (task_id,))
+        cluster.start_worker()
+        time.sleep(0.6)
+        held_looks = next(looks)
+        assert engine.get_task(task_id).state == "pending"
+    released = time.monotonic()
+    (task,) = cluster.wait_done(engine, [task_id])
+    assert task.state == "complete"
+    # One look per ACTIVATION_RECHECK (50 ms) and per poll interval: about 15 in 0.6 s.
+    assert 3 <= held_looks <= 40, held_looks
+    assert time.monotonic() - released < 2.0
