@@ -200,3 +200,28 @@ def encode_event_payloads(events: Iterable[Any], fallback: Callable[[Any], bytes
 def copy_flat_dict(value: object) -> dict[str, Any] | None:
     """A new dict equal to ``value`` when it is exactly a dict whose keys are exactly str and
     whose values are exactly str, int, bool, None or a finite float; None for anything else."""
+
+@final
+class StepBatchApplier:
+    """The memory store's usual batch of step changes applied in one call, over the store's own
+    tables (the objects its Python code reads and writes)."""
+
+    def __new__(
+        cls,
+        positions: dict[str, dict[str, int]],
+        steps: dict[str, list[dict[str, Any]]],
+        transitions: dict[str, list[Any]],
+        metadata: dict[str, list[Any]],
+        recent: dict[str, dict[str | None, int]],
+        in_progress: set[tuple[str, str]],
+        legal_events: dict[tuple[bool, str, str], str],
+        step_change: type,
+        copy_json: Callable[[Any, str], Any],
+    ) -> StepBatchApplier: ...
+    def apply(
+        self, changes: Sequence[Any], now: float, atomic: bool, sort_key: int
+    ) -> tuple[list[bool], int] | None:
+        """``(applied, last sort key)`` when every change is a StepChange of a known step whose
+        (from, to) pair ``legal_events`` holds, its payloads copy, and (if ``atomic``) every
+        compare-and-set wins: written and logged as ``MemoryStore.apply`` would. Otherwise None,
+        with every row as it was."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from tasker_core._native import copy_flat_dict
+from tasker_core._native import StepBatchApplier, copy_flat_dict
 from tasker_core.builtin.batch import (
     LEGAL_EVENTS,
     STORES_RESULTS,
@@ -129,6 +129,17 @@ class MemoryStore:
         self._recent: dict[str, dict[str | None, int]] = {}  # task -> step (None: task) -> i
         self._in_progress: set[StepKey] = set()
         self._sort_key = 0
+        self._native = StepBatchApplier(
+            self._positions,
+            self._steps,
+            self._transitions,
+            self._metadata,
+            self._recent,
+            self._in_progress,
+            LEGAL_EVENTS,
+            StepChange,
+            copy_json,
+        )
 
     def reset(self) -> None:
         """Forget every task, step, transition and recorded call."""
@@ -185,7 +196,22 @@ class MemoryStore:
             return stored_task, True
 
     def apply(self, changes: Sequence[Change], now: float, atomic: bool = False) -> list[bool]:
-        """Store.apply: one optimistic pass, replayed carefully when anything is off.
+        """Store.apply: the usual batch natively, anything else by :meth:`_apply_python`.
+
+        ``StepBatchApplier`` (tasker_native/crates/tasker-py/src/memory_apply.rs) is the
+        optimistic pass of :meth:`_apply_python` for batches of step changes, in one call over
+        this store's own tables; it hands anything unusual back untouched.
+        """
+        with self._lock:
+            self._record("apply", changes=len(changes), now=now)
+            done = self._native.apply(changes, now, atomic, self._sort_key)
+            if done is not None:
+                applied, self._sort_key = done
+                return applied
+            return self._apply_python(changes, now, atomic)
+
+    def _apply_python(self, changes: Sequence[Change], now: float, atomic: bool) -> list[bool]:
+        """One optimistic pass, replayed carefully when anything is off.
 
         The rules are batch.py's (the planner the SQLite store uses, and :func:`write_step_fields`
         / :func:`task_fields` for what a change sets); the hypothesis state machine of the
@@ -195,22 +221,20 @@ class MemoryStore:
         compare-and-set in an atomic batch) puts those back and replays the batch through
         :meth:`_apply_checked`, which raises errors in the planner's order.
         """
-        with self._lock:
-            self._record("apply", changes=len(changes), now=now)
-            undo: list[tuple[dict[str, Any], dict[str, Any]]] = []
-            old_tasks: list[tuple[str, Task]] = []
-            try:
-                applied, out, metadata = self._apply_fast(changes, now, atomic, undo, old_tasks)
-            except BaseException as exc:
-                for row, saved in reversed(undo):
-                    row.update(saved)
-                for tid, task in reversed(old_tasks):
-                    self._tasks[tid] = task
-                if not isinstance(exc, Exception):
-                    raise
-                return self._apply_checked(changes, now, atomic)
-            self._log(out, metadata)
-            return applied
+        undo: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        old_tasks: list[tuple[str, Task]] = []
+        try:
+            applied, out, metadata = self._apply_fast(changes, now, atomic, undo, old_tasks)
+        except BaseException as exc:
+            for row, saved in reversed(undo):
+                row.update(saved)
+            for tid, task in reversed(old_tasks):
+                self._tasks[tid] = task
+            if not isinstance(exc, Exception):
+                raise
+            return self._apply_checked(changes, now, atomic)
+        self._log(out, metadata)
+        return applied
 
     def _apply_fast(
         self,

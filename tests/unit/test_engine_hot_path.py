@@ -15,10 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasker_core import StepContext
+from tasker_core.builtin.batch import check_events
 from tasker_core.builtin.inprocess_queue import InProcessQueue
 from tasker_core.builtin.memory_store import MemoryStore
 from tasker_core.errors import TaskNotFoundError
-from tasker_core.models import Step, StepChange, Task, WorkItem
+from tasker_core.models import Step, StepChange, Task, TaskChange, WorkItem
 
 
 def _publish(name: str, payload: Any) -> None:
@@ -143,17 +144,64 @@ def _outcome(store: MemoryStore, call: Any) -> tuple[Any, list[Step], list[Any],
     st.lists(st.sampled_from(_STATES), min_size=3, max_size=3),
     st.lists(st.lists(_change, min_size=1, max_size=5), min_size=1, max_size=4),
     st.booleans(),
+    st.sampled_from(["apply", "_apply_python"]),
 )
 def test_the_one_pass_apply_agrees_with_the_checked_one(
-    states: list[str], batches: list[list[StepChange]], atomic: bool
+    states: list[str], batches: list[list[StepChange]], atomic: bool, path: str
 ) -> None:
-    """The optimistic single pass gives up on anything unusual; whatever it writes, returns or
-    raises must be what the careful two-pass path gives for the same batches."""
+    """The optimistic single passes (native, then Python) give up on anything unusual; whatever
+    they write, return or raise must be what the careful two-pass path gives for the same
+    batches."""
     fast, careful = _store(states), _store(states)
     for batch in batches:
-        got = _outcome(fast, functools.partial(fast.apply, batch, 2.0, atomic))
+        got = _outcome(fast, functools.partial(getattr(fast, path), batch, 2.0, atomic))
         want = _outcome(careful, functools.partial(careful._apply_checked, batch, 2.0, atomic))
         assert got == want
+        assert fast._sort_key == careful._sort_key
+
+
+def test_the_native_pass_takes_the_usual_batch_and_hands_back_the_rest() -> None:
+    """The engine's own batches must not all fall through to Python (that would pass every
+    agreement test and lose the point); a task change, an unseen pair or a lost compare-and-set
+    in an atomic batch must come back untouched."""
+    store = _store(["pending", "enqueued", "in_progress"])
+    usual = [
+        StepChange("t", "s0", "pending", "enqueued", metadata={"attempt": 1}),
+        StepChange("t", "s1", "enqueued", "in_progress", lease_owner="o", lease_expires_at=9.0),
+        StepChange("t", "s2", "in_progress", "complete", results={"n": 1}, expect_attempt=0),
+    ]
+    check_events(usual)  # the pairs the state tables accepted so far are what it knows
+    done = store._native.apply(usual, 1.0, True, store._sort_key)
+    assert done == ([True, True, True], 3)
+    store._sort_key = 3
+    assert _rows(store) == [("enqueued", 0), ("in_progress", 1), ("complete", 0)]
+    assert [(t.step, t.to_state, t.metadata) for t in store.get_transitions("t")] == [
+        ("s0", "enqueued", {"attempt": 1}),
+        ("s1", "in_progress", {}),
+        ("s2", "complete", {}),
+    ]
+    assert store.get_steps("t")[2].results == {"n": 1}
+    assert store._in_progress == {("t", "s1")}
+    before = (_rows(store), store.get_transitions("t"))
+    for unusual in (
+        [StepChange("t", "s0", "enqueued", "in_progress"), TaskChange("t", "in_progress", "error")],
+        [StepChange("t", "s0", "enqueued", "in_progress"), StepChange("t", "s2", "complete", "x")],
+        [
+            StepChange("t", "s0", "enqueued", "in_progress"),
+            StepChange("t", "s1", "pending", "enqueued"),
+        ],
+        [
+            StepChange("t", "s0", "enqueued", "in_progress"),
+            StepChange("t", "nope", "pending", "enqueued"),
+        ],
+        [
+            StepChange("t", "s0", "enqueued", "in_progress"),
+            StepChange("u", "s0", "pending", "enqueued"),
+        ],
+        [StepChange("t", "s0", "enqueued", "in_progress", metadata={"x": {1}})],
+    ):
+        assert store._native.apply(unusual, 2.0, True, store._sort_key) is None
+        assert (_rows(store), store.get_transitions("t")) == before
 
 
 def test_a_stored_step_row_lists_steps_fields_in_order() -> None:

@@ -1,0 +1,347 @@
+//! The memory store's usual batch of step changes, applied in one native call.
+//!
+//! `MemoryStore.apply` runs several times per engine step, and in the interpreter each change
+//! costs a dozen attribute reads and dict writes at a few hundred instructions apiece. Here the
+//! same work is a C-API call each. Only the usual batch is handled (step changes of known steps
+//! whose pair the state tables already accepted, payloads that copy cleanly, and in an atomic
+//! batch every compare-and-set won); for anything else every row is put back and `None` is
+//! returned, so the store's Python paths, which also raise its errors in the planner's order,
+//! decide the batch as if this had never run. The Python paths stay the reference: a hypothesis
+//! test holds this one to them.
+
+use pyo3::exceptions::PyKeyError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyList, PySet, PyString, PyTuple, PyType};
+
+use crate::flat_json::copy_flat_dict;
+
+/// The store's tables (the same objects its Python code reads and writes) and what deciding a
+/// change needs, bound once per store.
+#[pyclass(frozen, module = "tasker_core._native")]
+pub(crate) struct StepBatchApplier {
+    positions: Py<PyDict>,
+    steps: Py<PyDict>,
+    transitions: Py<PyDict>,
+    metadata: Py<PyDict>,
+    recent: Py<PyDict>,
+    in_progress: Py<PySet>,
+    legal_events: Py<PyDict>,
+    step_change: Py<PyType>,
+    copy_json: Py<PyAny>,
+}
+
+/// A change that won its compare-and-set, waiting to be logged in its task's tables.
+struct Logged<'py> {
+    log: Bound<'py, PyList>,
+    metadata_log: Bound<'py, PyList>,
+    recent: Bound<'py, PyDict>,
+    task_id: Bound<'py, PyAny>,
+    step: Bound<'py, PyAny>,
+    from_state: Bound<'py, PyAny>,
+    to_state: Bound<'py, PyAny>,
+    record: Bound<'py, PyTuple>,
+    metadata: Bound<'py, PyAny>,
+}
+
+/// A step row and its contents before this batch first moved it.
+type Undo<'py> = (Bound<'py, PyDict>, Bound<'py, PyDict>);
+
+/// The tables of one task, looked up once per run of changes naming it.
+struct Named<'py> {
+    task_id: Bound<'py, PyAny>,
+    positions: Bound<'py, PyDict>,
+    rows: Bound<'py, PyList>,
+    log: Bound<'py, PyList>,
+    metadata_log: Bound<'py, PyList>,
+    recent: Bound<'py, PyDict>,
+}
+
+#[pymethods]
+impl StepBatchApplier {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        positions: Py<PyDict>,
+        steps: Py<PyDict>,
+        transitions: Py<PyDict>,
+        metadata: Py<PyDict>,
+        recent: Py<PyDict>,
+        in_progress: Py<PySet>,
+        legal_events: Py<PyDict>,
+        step_change: Py<PyType>,
+        copy_json: Py<PyAny>,
+    ) -> Self {
+        Self {
+            positions,
+            steps,
+            transitions,
+            metadata,
+            recent,
+            in_progress,
+            legal_events,
+            step_change,
+            copy_json,
+        }
+    }
+
+    /// `(applied, last sort key)` for the usual batch, written and logged; `None`, with nothing
+    /// changed, for any other.
+    fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        changes: &Bound<'py, PyAny>,
+        now: &Bound<'py, PyAny>,
+        atomic: bool,
+        sort_key: i64,
+    ) -> PyResult<Option<(Bound<'py, PyList>, i64)>> {
+        let mut undo: Vec<Undo<'py>> = Vec::new();
+        let mut logged: Vec<Logged<'py>> = Vec::new();
+        // An error reading a change is left to the Python paths too: they read the same
+        // changes, meet it again and raise it where the planner would.
+        if let Ok(Some((applied, last))) =
+            self.write(py, changes, now, atomic, sort_key, &mut undo, &mut logged)
+        {
+            self.log(py, logged)?;
+            return Ok(Some((applied, last)));
+        }
+        for (row, saved) in undo.iter().rev() {
+            row.update(saved.as_mapping())?;
+        }
+        Ok(None)
+    }
+}
+
+impl StepBatchApplier {
+    /// Write each change's fields to its row (keeping what to put back in `undo`) and collect
+    /// its transition in `logged`; `None` at the first change outside the usual batch.
+    #[allow(clippy::too_many_arguments)]
+    fn write<'py>(
+        &self,
+        py: Python<'py>,
+        changes: &Bound<'py, PyAny>,
+        now: &Bound<'py, PyAny>,
+        atomic: bool,
+        mut sort_key: i64,
+        undo: &mut Vec<Undo<'py>>,
+        logged: &mut Vec<Logged<'py>>,
+    ) -> PyResult<Option<(Bound<'py, PyList>, i64)>> {
+        let step_change = self.step_change.bind(py);
+        let legal = self.legal_events.bind(py);
+        let positions = self.positions.bind(py);
+        let steps = self.steps.bind(py);
+        let transitions = self.transitions.bind(py);
+        let metadata_logs = self.metadata.bind(py);
+        let recents = self.recent.bind(py);
+        let is_step = PyBool::new(py, true).to_owned().into_any();
+        let applied = PyList::empty(py);
+        let mut named: Option<Named<'py>> = None;
+        for change in changes.try_iter()? {
+            let change = change?;
+            if !change.get_type().is(step_change) {
+                return Ok(None); // a task change, or a subclass
+            }
+            let fields = change
+                .getattr(intern!(py, "__dict__"))?
+                .cast_into::<PyDict>()?;
+            let field = |name: &Bound<'py, PyString>| -> PyResult<Bound<'py, PyAny>> {
+                fields
+                    .get_item(name)?
+                    .ok_or_else(|| PyKeyError::new_err(name.clone().unbind()))
+            };
+            let from_state = field(intern!(py, "from_state"))?;
+            let to_state = field(intern!(py, "to_state"))?;
+            let key = PyTuple::new(py, [&is_step, &from_state, &to_state])?;
+            let Some(event) = legal.get_item(&key)? else {
+                return Ok(None); // illegal, or not looked up yet
+            };
+            let task_id = field(intern!(py, "task_id"))?;
+            let same_task = match &named {
+                Some(n) => n.task_id.is(&task_id),
+                None => false,
+            };
+            if !same_task {
+                let (Some(found), Some(rows), Some(log), Some(metadata_log), Some(recent)) = (
+                    positions.get_item(&task_id)?,
+                    steps.get_item(&task_id)?,
+                    transitions.get_item(&task_id)?,
+                    metadata_logs.get_item(&task_id)?,
+                    recents.get_item(&task_id)?,
+                ) else {
+                    return Ok(None);
+                };
+                named = Some(Named {
+                    task_id: task_id.clone(),
+                    positions: found.cast_into::<PyDict>()?,
+                    rows: rows.cast_into::<PyList>()?,
+                    log: log.cast_into::<PyList>()?,
+                    metadata_log: metadata_log.cast_into::<PyList>()?,
+                    recent: recent.cast_into::<PyDict>()?,
+                });
+            }
+            let Some(table) = named.as_ref() else {
+                return Ok(None);
+            };
+            let step = field(intern!(py, "step"))?;
+            let Some(position) = table.positions.get_item(&step)? else {
+                return Ok(None);
+            };
+            // Payloads first: a change whose payload does not copy fails the batch even when it
+            // would lose its compare-and-set.
+            let metadata = self.copy(py, &field(intern!(py, "metadata"))?, "metadata")?;
+            let to = to_state.cast::<PyString>()?.to_str()?;
+            let mut results = field(intern!(py, "results"))?;
+            if !results.is_none() && (to == "complete" || to == "resolved_manually") {
+                results = self.copy(py, &results, "results")?;
+            }
+            let row = table
+                .rows
+                .get_item(position.extract::<usize>()?)?
+                .cast_into::<PyDict>()?;
+            let state = row
+                .get_item(intern!(py, "state"))?
+                .ok_or_else(|| PyKeyError::new_err("a step row without state or attempts"))?;
+            let attempts_obj = row
+                .get_item(intern!(py, "attempts"))?
+                .ok_or_else(|| PyKeyError::new_err("a step row without state or attempts"))?;
+            let expect = field(intern!(py, "expect_attempt"))?;
+            let lost = !(state.is(&from_state) || state.eq(&from_state)?)
+                || (!expect.is_none() && !attempts_obj.eq(&expect)?);
+            if lost {
+                if atomic {
+                    return Ok(None);
+                }
+                applied.append(false)?;
+                continue;
+            }
+            undo.push((row.clone(), row.copy()?));
+            write_fields(
+                py,
+                &row,
+                to,
+                &to_state,
+                now,
+                &attempts_obj,
+                &results,
+                &field,
+            )?;
+            sort_key += 1;
+            let reason = field(intern!(py, "reason"))?;
+            let record = PyTuple::new(
+                py,
+                [
+                    task_id.clone(),
+                    step.clone(),
+                    from_state.clone(),
+                    to_state.clone(),
+                    event,
+                    reason,
+                    now.clone(),
+                    sort_key.into_pyobject(py)?.into_any(),
+                ],
+            )?;
+            logged.push(Logged {
+                log: table.log.clone(),
+                metadata_log: table.metadata_log.clone(),
+                recent: table.recent.clone(),
+                task_id,
+                step,
+                from_state,
+                to_state,
+                record,
+                metadata,
+            });
+            applied.append(true)?;
+        }
+        Ok(Some((applied, sort_key)))
+    }
+
+    /// A payload copied as the store keeps it: natively when flat, else by `copy_json`.
+    fn copy<'py>(
+        &self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+        what: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(copied) = copy_flat_dict(value)? {
+            return Ok(copied.into_any());
+        }
+        self.copy_json.bind(py).call1((value, what))
+    }
+
+    /// Append each applied change's transition to its task's log, note it as the step's most
+    /// recent, and keep the set of steps in progress.
+    fn log<'py>(&self, py: Python<'py>, logged: Vec<Logged<'py>>) -> PyResult<()> {
+        let in_progress = self.in_progress.bind(py);
+        for entry in logged {
+            if entry.to_state.cast::<PyString>()?.to_str()? == "in_progress" {
+                in_progress.add((&entry.task_id, &entry.step))?;
+            } else if entry.from_state.cast::<PyString>()?.to_str()? == "in_progress" {
+                in_progress.discard((&entry.task_id, &entry.step))?;
+            }
+            entry.recent.set_item(&entry.step, entry.log.len())?;
+            entry.log.append(entry.record)?;
+            entry.metadata_log.append(entry.metadata)?;
+        }
+        Ok(())
+    }
+}
+
+/// Set in `row` the fields a step has after the change (StepChange's rules, as
+/// `batch.write_step_fields` writes them).
+#[allow(clippy::too_many_arguments)]
+fn write_fields<'py>(
+    py: Python<'py>,
+    row: &Bound<'py, PyDict>,
+    to: &str,
+    to_state: &Bound<'py, PyAny>,
+    now: &Bound<'py, PyAny>,
+    attempts: &Bound<'py, PyAny>,
+    results: &Bound<'py, PyAny>,
+    field: &dyn Fn(&Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    let none = py.None().into_bound(py);
+    row.set_item(intern!(py, "state"), to_state)?;
+    row.set_item(intern!(py, "updated_at"), now)?;
+    let lease_owner = intern!(py, "lease_owner");
+    let lease_expires_at = intern!(py, "lease_expires_at");
+    match to {
+        "in_progress" => {
+            let next = attempts.add(1)?;
+            row.set_item(intern!(py, "attempts"), next)?;
+            row.set_item(lease_owner, field(lease_owner)?)?;
+            row.set_item(lease_expires_at, field(lease_expires_at)?)?;
+            row.set_item(intern!(py, "next_retry_at"), &none)?;
+        }
+        "complete" => {
+            row.set_item(intern!(py, "results"), results)?;
+            row.set_item(intern!(py, "error"), &none)?;
+            row.set_item(lease_owner, &none)?;
+            row.set_item(lease_expires_at, &none)?;
+        }
+        "error" => {
+            let error = intern!(py, "error");
+            let next_retry_at = intern!(py, "next_retry_at");
+            row.set_item(error, field(error)?)?;
+            row.set_item(next_retry_at, field(next_retry_at)?)?;
+            row.set_item(lease_owner, &none)?;
+            row.set_item(lease_expires_at, &none)?;
+        }
+        "resolved_manually" => {
+            row.set_item(intern!(py, "results"), results)?;
+            row.set_item(lease_owner, &none)?;
+            row.set_item(lease_expires_at, &none)?;
+        }
+        "cancelled" => {
+            row.set_item(lease_owner, &none)?;
+            row.set_item(lease_expires_at, &none)?;
+        }
+        _ => {}
+    }
+    let max_attempts = intern!(py, "max_attempts");
+    let budget = field(max_attempts)?;
+    if !budget.is_none() {
+        row.set_item(max_attempts, budget)?;
+    }
+    Ok(())
+}
