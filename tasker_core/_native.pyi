@@ -214,7 +214,6 @@ class StepBatchApplier:
         metadata: dict[str, list[Any]],
         recent: dict[str, dict[str | None, int]],
         in_progress: set[tuple[str, str]],
-        legal_events: dict[tuple[bool, str, str], str],
         step_change: type,
         copy_json: Callable[[Any, str], Any],
     ) -> StepBatchApplier: ...
@@ -222,6 +221,6 @@ class StepBatchApplier:
         self, changes: Sequence[Any], now: float, atomic: bool, sort_key: int
     ) -> tuple[list[bool], int] | None:
         """``(applied, last sort key)`` when every change is a StepChange of a known step whose
-        (from, to) pair ``legal_events`` holds, its payloads copy, and (if ``atomic``) every
+        (from, to) pair the step machine accepts, its payloads copy, and (if ``atomic``) every
         compare-and-set wins: written and logged as ``MemoryStore.apply`` would. Otherwise None,
         with every row as it was."""

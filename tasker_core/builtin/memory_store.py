@@ -136,7 +136,6 @@ class MemoryStore:
             self._metadata,
             self._recent,
             self._in_progress,
-            LEGAL_EVENTS,
             StepChange,
             copy_json,
         )

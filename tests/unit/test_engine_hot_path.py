@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasker_core import StepContext
-from tasker_core.builtin.batch import check_events
 from tasker_core.builtin.inprocess_queue import InProcessQueue
 from tasker_core.builtin.memory_store import MemoryStore
 from tasker_core.errors import TaskNotFoundError
@@ -170,7 +169,6 @@ def test_the_native_pass_takes_the_usual_batch_and_hands_back_the_rest() -> None
         StepChange("t", "s1", "enqueued", "in_progress", lease_owner="o", lease_expires_at=9.0),
         StepChange("t", "s2", "in_progress", "complete", results={"n": 1}, expect_attempt=0),
     ]
-    check_events(usual)  # the pairs the state tables accepted so far are what it knows
     done = store._native.apply(usual, 1.0, True, store._sort_key)
     assert done == ([True, True, True], 3)
     store._sort_key = 3

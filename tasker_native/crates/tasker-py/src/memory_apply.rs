@@ -4,7 +4,7 @@
 //! costs a dozen attribute reads and dict writes at a few hundred instructions apiece. Here the
 //! same work is a C-API call each. Only the usual batch is handled (step changes of known steps
 //! whose pair the state tables already accepted, payloads that copy cleanly, and in an atomic
-//! batch every compare-and-set won); for anything else every row is put back and `None` is
+//! batch every compare-and-set won; legality is the step machine's own table); for anything else every row is put back and `None` is
 //! returned, so the store's Python paths, which also raise its errors in the planner's order,
 //! decide the batch as if this had never run. The Python paths stay the reference: a hypothesis
 //! test holds this one to them.
@@ -12,7 +12,8 @@
 use pyo3::exceptions::PyKeyError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PySet, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PySet, PyString, PyTuple, PyType};
+use tasker_fsm::STEP as STEP_MACHINE;
 
 use crate::flat_json::copy_flat_dict;
 
@@ -26,10 +27,44 @@ pub(crate) struct StepBatchApplier {
     metadata: Py<PyDict>,
     recent: Py<PyDict>,
     in_progress: Py<PySet>,
-    legal_events: Py<PyDict>,
     step_change: Py<PyType>,
     copy_json: Py<PyAny>,
+    /// The step machine's event names, by event code.
+    events: Vec<Py<PyString>>,
+    /// StepChange's field names (interned), in [`FIELDS`] order.
+    names: Vec<Py<PyString>>,
 }
+
+/// StepChange's fields in declaration order: attrs fills an instance's `__dict__` in this order,
+/// so reading it front to back finds each field where its index says.
+const FIELDS: [&str; 13] = [
+    "task_id",
+    "step",
+    "from_state",
+    "to_state",
+    "reason",
+    "metadata",
+    "lease_owner",
+    "lease_expires_at",
+    "results",
+    "error",
+    "next_retry_at",
+    "expect_attempt",
+    "max_attempts",
+];
+const TASK_ID: usize = 0;
+const STEP: usize = 1;
+const FROM_STATE: usize = 2;
+const TO_STATE: usize = 3;
+const REASON: usize = 4;
+const METADATA: usize = 5;
+const LEASE_OWNER: usize = 6;
+const LEASE_EXPIRES_AT: usize = 7;
+const RESULTS: usize = 8;
+const ERROR: usize = 9;
+const NEXT_RETRY_AT: usize = 10;
+const EXPECT_ATTEMPT: usize = 11;
+const MAX_ATTEMPTS: usize = 12;
 
 /// A change that won its compare-and-set, waiting to be logged in its task's tables.
 struct Logged<'py> {
@@ -62,16 +97,25 @@ impl StepBatchApplier {
     #[new]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         positions: Py<PyDict>,
         steps: Py<PyDict>,
         transitions: Py<PyDict>,
         metadata: Py<PyDict>,
         recent: Py<PyDict>,
         in_progress: Py<PySet>,
-        legal_events: Py<PyDict>,
         step_change: Py<PyType>,
         copy_json: Py<PyAny>,
     ) -> Self {
+        let events = STEP_MACHINE
+            .events()
+            .iter()
+            .map(|name| PyString::intern(py, name).unbind())
+            .collect();
+        let names = FIELDS
+            .iter()
+            .map(|name| PyString::intern(py, name).unbind())
+            .collect();
         Self {
             positions,
             steps,
@@ -79,9 +123,10 @@ impl StepBatchApplier {
             metadata,
             recent,
             in_progress,
-            legal_events,
             step_change,
             copy_json,
+            events,
+            names,
         }
     }
 
@@ -127,13 +172,11 @@ impl StepBatchApplier {
         logged: &mut Vec<Logged<'py>>,
     ) -> PyResult<Option<(Bound<'py, PyList>, i64)>> {
         let step_change = self.step_change.bind(py);
-        let legal = self.legal_events.bind(py);
         let positions = self.positions.bind(py);
         let steps = self.steps.bind(py);
         let transitions = self.transitions.bind(py);
         let metadata_logs = self.metadata.bind(py);
         let recents = self.recent.bind(py);
-        let is_step = PyBool::new(py, true).to_owned().into_any();
         let applied = PyList::empty(py);
         let mut named: Option<Named<'py>> = None;
         for change in changes.try_iter()? {
@@ -141,32 +184,27 @@ impl StepBatchApplier {
             if !change.get_type().is(step_change) {
                 return Ok(None); // a task change, or a subclass
             }
-            let fields = change
-                .getattr(intern!(py, "__dict__"))?
-                .cast_into::<PyDict>()?;
-            let field = |name: &Bound<'py, PyString>| -> PyResult<Bound<'py, PyAny>> {
-                fields
-                    .get_item(name)?
-                    .ok_or_else(|| PyKeyError::new_err(name.clone().unbind()))
+            let field = self.fields(py, &change)?;
+            let (from_state, to_state) = (&field[FROM_STATE], &field[TO_STATE]);
+            let to = to_state.cast::<PyString>()?.to_str()?;
+            let pair = STEP_MACHINE
+                .state_code(from_state.cast::<PyString>()?.to_str()?)
+                .and_then(|from| STEP_MACHINE.check(from, STEP_MACHINE.state_code(to)?));
+            let Ok(event) = pair else {
+                return Ok(None); // the Python paths raise the error
             };
-            let from_state = field(intern!(py, "from_state"))?;
-            let to_state = field(intern!(py, "to_state"))?;
-            let key = PyTuple::new(py, [&is_step, &from_state, &to_state])?;
-            let Some(event) = legal.get_item(&key)? else {
-                return Ok(None); // illegal, or not looked up yet
-            };
-            let task_id = field(intern!(py, "task_id"))?;
+            let task_id = &field[TASK_ID];
             let same_task = match &named {
-                Some(n) => n.task_id.is(&task_id),
+                Some(n) => n.task_id.is(task_id),
                 None => false,
             };
             if !same_task {
                 let (Some(found), Some(rows), Some(log), Some(metadata_log), Some(recent)) = (
-                    positions.get_item(&task_id)?,
-                    steps.get_item(&task_id)?,
-                    transitions.get_item(&task_id)?,
-                    metadata_logs.get_item(&task_id)?,
-                    recents.get_item(&task_id)?,
+                    positions.get_item(task_id)?,
+                    steps.get_item(task_id)?,
+                    transitions.get_item(task_id)?,
+                    metadata_logs.get_item(task_id)?,
+                    recents.get_item(task_id)?,
                 ) else {
                     return Ok(None);
                 };
@@ -182,15 +220,14 @@ impl StepBatchApplier {
             let Some(table) = named.as_ref() else {
                 return Ok(None);
             };
-            let step = field(intern!(py, "step"))?;
-            let Some(position) = table.positions.get_item(&step)? else {
+            let step = &field[STEP];
+            let Some(position) = table.positions.get_item(step)? else {
                 return Ok(None);
             };
             // Payloads first: a change whose payload does not copy fails the batch even when it
             // would lose its compare-and-set.
-            let metadata = self.copy(py, &field(intern!(py, "metadata"))?, "metadata")?;
-            let to = to_state.cast::<PyString>()?.to_str()?;
-            let mut results = field(intern!(py, "results"))?;
+            let metadata = self.copy(py, &field[METADATA], "metadata")?;
+            let mut results = field[RESULTS].clone();
             if !results.is_none() && (to == "complete" || to == "resolved_manually") {
                 results = self.copy(py, &results, "results")?;
             }
@@ -204,9 +241,9 @@ impl StepBatchApplier {
             let attempts_obj = row
                 .get_item(intern!(py, "attempts"))?
                 .ok_or_else(|| PyKeyError::new_err("a step row without state or attempts"))?;
-            let expect = field(intern!(py, "expect_attempt"))?;
-            let lost = !(state.is(&from_state) || state.eq(&from_state)?)
-                || (!expect.is_none() && !attempts_obj.eq(&expect)?);
+            let expect = &field[EXPECT_ATTEMPT];
+            let lost = !(state.is(from_state) || state.eq(from_state)?)
+                || (!expect.is_none() && !attempts_obj.eq(expect)?);
             if lost {
                 if atomic {
                     return Ok(None);
@@ -215,18 +252,8 @@ impl StepBatchApplier {
                 continue;
             }
             undo.push((row.clone(), row.copy()?));
-            write_fields(
-                py,
-                &row,
-                to,
-                &to_state,
-                now,
-                &attempts_obj,
-                &results,
-                &field,
-            )?;
+            write_fields(py, &row, to, now, &attempts_obj, &results, &field)?;
             sort_key += 1;
-            let reason = field(intern!(py, "reason"))?;
             let record = PyTuple::new(
                 py,
                 [
@@ -234,8 +261,8 @@ impl StepBatchApplier {
                     step.clone(),
                     from_state.clone(),
                     to_state.clone(),
-                    event,
-                    reason,
+                    self.events[event].bind(py).clone().into_any(),
+                    field[REASON].clone(),
                     now.clone(),
                     sort_key.into_pyobject(py)?.into_any(),
                 ],
@@ -244,16 +271,49 @@ impl StepBatchApplier {
                 log: table.log.clone(),
                 metadata_log: table.metadata_log.clone(),
                 recent: table.recent.clone(),
-                task_id,
-                step,
-                from_state,
-                to_state,
+                task_id: task_id.clone(),
+                step: step.clone(),
+                from_state: from_state.clone(),
+                to_state: to_state.clone(),
                 record,
                 metadata,
             });
             applied.append(true)?;
         }
         Ok(Some((applied, sort_key)))
+    }
+
+    /// A StepChange's field values in [`FIELDS`] order: read front to back from its `__dict__`
+    /// when that holds exactly the fields in order (as attrs writes it), else by name.
+    fn fields<'py>(
+        &self,
+        py: Python<'py>,
+        change: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let fields = change
+            .getattr(intern!(py, "__dict__"))?
+            .cast_into::<PyDict>()?;
+        let mut values = Vec::with_capacity(FIELDS.len());
+        if fields.len() == FIELDS.len() {
+            for ((key, value), name) in fields.iter().zip(&self.names) {
+                if !key.is(name.bind(py)) {
+                    break;
+                }
+                values.push(value);
+            }
+            if values.len() == FIELDS.len() {
+                return Ok(values);
+            }
+            values.clear();
+        }
+        for name in &self.names {
+            let name = name.bind(py);
+            let value = fields
+                .get_item(name)?
+                .ok_or_else(|| PyKeyError::new_err(name.clone().unbind()))?;
+            values.push(value);
+        }
+        Ok(values)
     }
 
     /// A payload copied as the store keeps it: natively when flat, else by `copy_json`.
@@ -288,29 +348,26 @@ impl StepBatchApplier {
 }
 
 /// Set in `row` the fields a step has after the change (StepChange's rules, as
-/// `batch.write_step_fields` writes them).
-#[allow(clippy::too_many_arguments)]
+/// `batch.write_step_fields` writes them); `field` holds the change's values in [`FIELDS`] order.
 fn write_fields<'py>(
     py: Python<'py>,
     row: &Bound<'py, PyDict>,
     to: &str,
-    to_state: &Bound<'py, PyAny>,
     now: &Bound<'py, PyAny>,
     attempts: &Bound<'py, PyAny>,
     results: &Bound<'py, PyAny>,
-    field: &dyn Fn(&Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>>,
+    field: &[Bound<'py, PyAny>],
 ) -> PyResult<()> {
     let none = py.None().into_bound(py);
-    row.set_item(intern!(py, "state"), to_state)?;
-    row.set_item(intern!(py, "updated_at"), now)?;
     let lease_owner = intern!(py, "lease_owner");
     let lease_expires_at = intern!(py, "lease_expires_at");
+    row.set_item(intern!(py, "state"), &field[TO_STATE])?;
+    row.set_item(intern!(py, "updated_at"), now)?;
     match to {
         "in_progress" => {
-            let next = attempts.add(1)?;
-            row.set_item(intern!(py, "attempts"), next)?;
-            row.set_item(lease_owner, field(lease_owner)?)?;
-            row.set_item(lease_expires_at, field(lease_expires_at)?)?;
+            row.set_item(intern!(py, "attempts"), attempts.add(1)?)?;
+            row.set_item(lease_owner, &field[LEASE_OWNER])?;
+            row.set_item(lease_expires_at, &field[LEASE_EXPIRES_AT])?;
             row.set_item(intern!(py, "next_retry_at"), &none)?;
         }
         "complete" => {
@@ -320,10 +377,8 @@ fn write_fields<'py>(
             row.set_item(lease_expires_at, &none)?;
         }
         "error" => {
-            let error = intern!(py, "error");
-            let next_retry_at = intern!(py, "next_retry_at");
-            row.set_item(error, field(error)?)?;
-            row.set_item(next_retry_at, field(next_retry_at)?)?;
+            row.set_item(intern!(py, "error"), &field[ERROR])?;
+            row.set_item(intern!(py, "next_retry_at"), &field[NEXT_RETRY_AT])?;
             row.set_item(lease_owner, &none)?;
             row.set_item(lease_expires_at, &none)?;
         }
@@ -338,10 +393,8 @@ fn write_fields<'py>(
         }
         _ => {}
     }
-    let max_attempts = intern!(py, "max_attempts");
-    let budget = field(max_attempts)?;
-    if !budget.is_none() {
-        row.set_item(max_attempts, budget)?;
+    if !field[MAX_ATTEMPTS].is_none() {
+        row.set_item(intern!(py, "max_attempts"), &field[MAX_ATTEMPTS])?;
     }
     Ok(())
 }
