@@ -89,6 +89,22 @@ def test_plain_json_is_written_natively(value: Any) -> None:
     assert fallback.events == []
 
 
+def test_every_character_needing_an_escape_is_found_at_every_position() -> None:
+    # Plain strings are checked eight bytes at a time: a special character in any lane of a
+    # word, or in the tail after the last whole word, must still be escaped.
+    specials = [chr(c) for c in [*range(0x20), 0x22, 0x5C, 0x7F, 0x80, 0xE9, 0x2028]] + ["😀"]
+    neighbours = [chr(c) for c in (0x20, 0x21, 0x23, 0x5B, 0x5D, 0x7E)]  # " !#[]~"
+    batch = []
+    for length in range(1, 20):
+        for at in range(length):
+            for special in specials + neighbours:
+                word = "a" * at + special + "b" * (length - at - 1)
+                batch.append(event_of({word: word}, name=word))
+    fallback = Recorder()
+    assert native.encode_event_payloads(batch, fallback) == [reference(e) for e in batch]
+    assert fallback.events == []
+
+
 def test_plain_events_never_reach_the_fallback() -> None:
     fallback = Recorder()
     plain = [

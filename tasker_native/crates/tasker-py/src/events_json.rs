@@ -72,12 +72,13 @@ pub(crate) fn encode_event_payloads<'py>(
     fallback: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyList>> {
     let py = events.py();
+    let names = field_names(py);
     let mut payloads = Vec::with_capacity(events.len().unwrap_or(0));
     let mut buf = Vec::with_capacity(512);
     for (index, event) in events.try_iter()?.enumerate() {
         let event = event?;
         buf.clear();
-        match write_event(&mut buf, &event) {
+        match write_event(&mut buf, &event, &names) {
             Ok(()) => payloads.push(PyBytes::new(py, &buf)),
             Err(Stop::Fallback) => payloads.push(
                 fallback
@@ -138,11 +139,28 @@ fn not_finite(event: &Bound<'_, PyAny>, index: usize, value: f64, path: &[Segmen
     ))
 }
 
-fn write_event(buf: &mut Vec<u8>, event: &Bound<'_, PyAny>) -> Result<(), Stop> {
-    let py = event.py();
-    let data = event.getattr(intern!(py, "data"))?;
+/// The interned attribute names of [`COMMON`] and `data`, looked up once per call.
+fn field_names(py: Python<'_>) -> [&Bound<'_, PyString>; 8] {
+    [
+        intern!(py, "name"),
+        intern!(py, "id"),
+        intern!(py, "time"),
+        intern!(py, "task_id"),
+        intern!(py, "namespace"),
+        intern!(py, "workflow"),
+        intern!(py, "version"),
+        intern!(py, "data"),
+    ]
+}
+
+fn write_event(
+    buf: &mut Vec<u8>,
+    event: &Bound<'_, PyAny>,
+    names: &[&Bound<'_, PyString>; 8],
+) -> Result<(), Stop> {
+    let data = event.getattr(names[7])?;
     let data = data.cast_exact::<PyDict>().map_err(|_| Stop::Fallback)?;
-    match write_fields(buf, event, data) {
+    match write_fields(buf, event, data, names) {
         // A data key named like a common field replaces that field's value in to_dict, so the
         // reference may fail elsewhere first, or not at all: the fallback's case.
         Err(Stop::NotFinite { .. }) if overrides_common(data) => Err(Stop::Fallback),
@@ -154,17 +172,8 @@ fn write_fields(
     buf: &mut Vec<u8>,
     event: &Bound<'_, PyAny>,
     data: &Bound<'_, PyDict>,
+    names: &[&Bound<'_, PyString>; 8],
 ) -> Result<(), Stop> {
-    let py = event.py();
-    let names = [
-        intern!(py, "name"),
-        intern!(py, "id"),
-        intern!(py, "time"),
-        intern!(py, "task_id"),
-        intern!(py, "namespace"),
-        intern!(py, "workflow"),
-        intern!(py, "version"),
-    ];
     for ((field, opening), attr) in COMMON.iter().zip(OPENINGS).zip(names) {
         buf.extend_from_slice(opening);
         write_value(buf, &event.getattr(attr)?, 0)
@@ -282,6 +291,30 @@ const PLAIN: [bool; 256] = {
     table
 };
 
+/// Whether every byte is [`PLAIN`], eight at a time: a word is plain when no byte has its high
+/// bit set, is below a space, or equals `"`, `\\` or DEL (each test is exact for "some byte").
+fn all_plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Some byte of `word` is below `n` (n <= 128).
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH;
+    let equal = |word: u64, b: u8| below(word ^ (ONES * u64::from(b)), 1);
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let word = u64::from_ne_bytes(chunk.try_into().expect("chunks of eight"));
+        if (word & HIGH)
+            | below(word, b' ')
+            | equal(word, b'"')
+            | equal(word, b'\\')
+            | equal(word, 0x7f)
+            != 0
+        {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|&b| PLAIN[b as usize])
+}
+
 /// A JSON string as Python's `ensure_ascii` writes it: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`,
 /// `\u00XX` for the other controls and DEL, `\uXXXX` (lowercase hex) beyond ASCII, a surrogate
 /// pair beyond the BMP.
@@ -290,6 +323,12 @@ fn write_str(buf: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     buf.reserve(bytes.len() + 2);
     buf.push(b'"');
+    // Most strings (names, ids, keys) need no escape: one copy.
+    if all_plain(bytes) {
+        buf.extend_from_slice(bytes);
+        buf.push(b'"');
+        return;
+    }
     let mut i = 0;
     loop {
         // Copy the run of plain bytes, then escape the byte (or character) that ends it.
