@@ -2,12 +2,12 @@
 //!
 //! `MemoryStore.apply` runs several times per engine step, and in the interpreter each change
 //! costs a dozen attribute reads and dict writes at a few hundred instructions apiece. Here the
-//! same work is a C-API call each. Only the usual batch is handled (step changes of known steps
-//! whose pair the state tables already accepted, payloads that copy cleanly, and in an atomic
-//! batch every compare-and-set won; legality is the step machine's own table); for anything else every row is put back and `None` is
-//! returned, so the store's Python paths, which also raise its errors in the planner's order,
-//! decide the batch as if this had never run. The Python paths stay the reference: a hypothesis
-//! test holds this one to them.
+//! same work is a C-API call each. Only the usual batch is handled: step changes of known steps
+//! whose (from, to) pair the step machine's own table accepts, payloads that copy cleanly, and
+//! in an atomic batch every compare-and-set won. For anything else every row is put back and
+//! `None` is returned, so the store's Python paths, which also raise its errors in the planner's
+//! order, decide the batch as if this had never run. The Python paths stay the reference: a
+//! hypothesis test holds this one to them.
 
 use pyo3::exceptions::PyKeyError;
 use pyo3::intern;
