@@ -4,14 +4,17 @@
 
 1. Bus throughput: this process's ``zmq`` sink publishes pre-built events as fast as it can
    encode and send them, through a ``tasker events proxy`` process, to one subscriber process
-   that decodes each event. Reported: events/s sent by the sink, events/s the subscriber
-   received and decoded, and losses; with the native sender and with pyzmq's.
+   that decodes each event. Reported: events/s sent by the sink, events per message (the sink
+   coalesces runs of one event name), events/s the subscriber received and decoded, and losses;
+   with the native sender and with pyzmq's.
 2. Engine cost: one fan-out (1 -> N no-op steps -> done, memory store) run in interleaved rounds
    (the order rotating each round, so every setting sees the same machine load) with
    - no sinks at all (the engine then builds no events),
    - the default sinks, ``[log]``: the zmq sink **off**,
    - ``[log, zmq]`` publishing through the proxy to a subscriber process that receives and
      decodes every event: the zmq sink **on**,
+   - the same with one event per message (``events_per_message: 1``, the wire format's first
+     version): what coalescing saves, measured in the same rounds,
    - the same with the sink forced onto pyzmq's per-frame sends (``native_sender=False``): the
      sender before the native batch sender, measured in the same rounds,
    - ``[log, zmq]`` with a subscriber of ``task.`` only.
@@ -42,6 +45,7 @@ import threading
 import time
 from typing import Any
 
+import attrs
 from tasker_core import Config, Engine, Event, StepTemplate, TaskRequest, TaskTemplate
 from tasker_core.builtin.log_sink import LogSink
 
@@ -50,7 +54,7 @@ from tasker_zmq import ZmqOptions, ZmqSink
 ANY_PORT = "tcp://127.0.0.1:*"
 CLI = [sys.executable, "-m", "tasker_core.cli", "events"]
 ENV = {**os.environ, "TASKER_LOAD_PLUGINS": "zmq", "PYTHONUNBUFFERED": "1"}
-SETTINGS = ("none", "off", "on", "on_pyzmq", "on_task")
+SETTINGS = ("none", "off", "on", "on_single", "on_pyzmq", "on_task")
 BACKGROUND = True
 """Run the proxy and subscriber processes at idle priority (see background_priority);
 ``--share-cpu`` turns it off."""
@@ -58,6 +62,7 @@ LABELS = {
     "none": "no sinks (no events are built)",
     "off": "zmq off: the default sinks, `[log]`",
     "on": "zmq on: `[log, zmq]`, a subscriber of every event",
+    "on_single": "zmq on, every event, one event per message (no coalescing)",
     "on_pyzmq": "zmq on, every event, sent through pyzmq (the previous sender)",
     "on_task": "zmq on, the subscriber wants only `task.`",
 }
@@ -133,12 +138,24 @@ def start_subscriber(
     return sub
 
 
-def sample_events(n: int) -> list[Event]:
-    """A fan-out's events as the engine makes them: enqueued, started, completed per step."""
-    task, events = "9f" * 16, []
-    for i in range(n):
-        kind = ("step.enqueued", "step.started", "step.completed")[i % 3]
-        data: dict[str, Any] = {"step": f"w{i // 3}", "attempt": 1}
+def sample_events(n: int, interleaved: bool = False) -> list[Event]:
+    """A fan-out's step events (enqueued, started, completed per step) in the engine's order.
+
+    The engine emits every ``step.enqueued`` of the fan-out first, then, four steps running at
+    a time, four ``step.started`` and four ``step.completed`` by turns: the runs of one name the
+    sink coalesces. ``interleaved`` alternates the names event by event instead: no run at all,
+    the worst case for coalescing.
+    """
+    task, steps, events = "9f" * 16, -(-n // 3), []
+    order = [("step.enqueued", i) for i in range(steps)]
+    for start in range(0, steps, 4):
+        group = range(start, min(start + 4, steps))
+        order += [("step.started", i) for i in group] + [("step.completed", i) for i in group]
+    if interleaved:
+        kinds = ("step.enqueued", "step.started", "step.completed")
+        order = [(kinds[i % 3], i // 3) for i in range(3 * steps)]
+    for i, (kind, step) in enumerate(order[:n]):
+        data: dict[str, Any] = {"step": f"w{step}", "attempt": 1}
         if kind == "step.completed":
             data["duration"] = time.perf_counter() % 0.001
         events.append(Event(kind, f"bench-{i}", time.time(), task, "bench", "fan", "1.0.0", data))
@@ -151,12 +168,14 @@ def wait_until_sent(sink: ZmqSink, total: int, timeout: float) -> None:
         time.sleep(0.0005)
 
 
-def bus_throughput(frontend: str, backend: str, n: int, native: bool) -> dict[str, Any]:
+def bus_throughput(
+    frontend: str, backend: str, n: int, native: bool, interleaved: bool = False
+) -> dict[str, Any]:
     sub = start_subscriber(backend, idle=1.0, mode="once")
     # Queues large enough for the whole run: this measures throughput, not the drop policy.
     sink = ZmqSink(ZmqOptions(publish=frontend, hwm=n, linger=30.0), native_sender=native)
     assert sink.wait_for_subscriptions([""], timeout=30)
-    events = sample_events(n)
+    events = sample_events(n, interleaved)
     batch = 256  # the event bus's default batch size
     started = time.perf_counter()
     for i in range(0, n, batch):
@@ -168,9 +187,10 @@ def bus_throughput(frontend: str, backend: str, n: int, native: bool) -> dict[st
     result = json.loads(out.strip().splitlines()[-1])
     stats = sink.stats()
     return {
-        "sender": sink.sender,
+        "sender": sink.sender + (", names interleaved (no runs)" if interleaved else ""),
         "events": n,
         "sent_per_s": stats["sent"] / sent_in,
+        "per_message": stats["sent"] / max(1, stats["messages"]),
         "received": result["count"],
         "received_per_s": result["count"] / result["seconds"] if result["seconds"] else 0.0,
         "dropped": stats["dropped"],
@@ -221,7 +241,10 @@ def engine_run(width: int, setting: str, frontends: dict[str, str]) -> dict[str,
     if setting in frontends:
         before = threads()
         native = setting != "on_pyzmq"
-        sink = ZmqSink(ZmqOptions(publish=frontends[setting]), native_sender=native)
+        options = ZmqOptions(publish=frontends[setting])
+        if setting == "on_single":
+            options = attrs.evolve(options, events_per_message=1)
+        sink = ZmqSink(options, native_sender=native)
         assert sink.sender == ("native" if native else "pyzmq"), sink.sender
         own = threads() - before  # its I/O thread and libzmq's threads
         assert sink.wait_for_subscriptions(timeout=30)
@@ -268,6 +291,7 @@ def engine_run(width: int, setting: str, frontends: dict[str, str]) -> dict[str,
                 if name != "log"
             },
             "events_per_step": (stats["sent"] + stats["dropped"]) / steps,
+            "events_per_message": stats["sent"] / max(1, stats["messages"]),
             "dropped": stats["dropped"],
             "no_subscriber": stats["no_subscriber"],
         }
@@ -282,12 +306,16 @@ def report(
     buses: list[dict[str, Any]], runs: dict[str, list[dict[str, float]]], steps: int
 ) -> None:
     print("### Bus throughput (one publisher -> proxy process -> one subscriber process)\n")
-    print("| sender | events | sent by the sink/s | received and decoded/s | received | dropped |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| sender | events | sent by the sink/s | events/message "
+        "| received and decoded/s | received | dropped |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for bus in buses:
         print(
             f"| {bus['sender']} | {bus['events']:,} | {bus['sent_per_s']:,.0f} "
-            f"| {bus['received_per_s']:,.0f} | {bus['received']:,} | {bus['dropped']:,} |"
+            f"| {bus['per_message']:.1f} | {bus['received_per_s']:,.0f} | {bus['received']:,} "
+            f"| {bus['dropped']:,} |"
         )
     rounds = len(runs["off"])
     print(
@@ -313,10 +341,15 @@ def report(
     off_log = median(runs["off"], "log_us_per_step")
     print(
         f"\n- wall clock, zmq on vs off (median of the {rounds} rounds' ratios): native sender "
-        f"{paired('on', 'off'):+.1%}, pyzmq sender {paired('on_pyzmq', 'off'):+.1%}; "
+        f"{paired('on', 'off'):+.1%}, one event per message {paired('on_single', 'off'):+.1%}, "
+        f"pyzmq sender {paired('on_pyzmq', 'off'):+.1%}; "
         f"`[log]` vs no sinks: {paired('off', 'none'):+.1%} (target: the zmq sink under 10%)"
     )
-    for name, label in (("on", "native sender"), ("on_pyzmq", "pyzmq sender")):
+    for name, label in (
+        ("on", "native sender"),
+        ("on_single", "native sender, one event per message"),
+        ("on_pyzmq", "pyzmq sender"),
+    ):
         sink_us = median(runs[name], "sink_us_per_step")
         on_cpu = median(runs[name], "cpu_us_per_step")
         split = ", ".join(
@@ -330,7 +363,9 @@ def report(
         moved = off_log - median(runs[name], "log_us_per_step")
         print(
             f"- {label}: the sink's own threads use {sink_us:.1f} µs per step "
-            f"({median(runs[name], 'events_per_step'):.2f} events), **{sink_us / off_cpu:.1%}** "
+            f"({median(runs[name], 'events_per_step'):.2f} events, "
+            f"{median(runs[name], 'events_per_message'):.1f} per message), "
+            f"**{sink_us / off_cpu:.1%}** "
             f"of the {off_cpu:.1f} µs a step costs with zmq off (by thread: {split}); "
             f"process CPU per step on vs off: {on_cpu / off_cpu - 1:+.1%}; the log sink's "
             f"delivery thread {off_log:.1f} µs per step off, {off_log - moved:.1f} on (the "
@@ -342,7 +377,8 @@ def report(
         f"sink threads {median(runs['on_task'], 'sink_us_per_step'):.1f} µs per step"
     )
     dropped = sum(
-        int(run["dropped"] - run["no_subscriber"]) for run in runs["on"] + runs["on_pyzmq"]
+        int(run["dropped"] - run["no_subscriber"])
+        for run in runs["on"] + runs["on_single"] + runs["on_pyzmq"]
     )
     unwanted = sum(int(run["no_subscriber"]) for run in runs["on_task"])
     print(
@@ -370,9 +406,18 @@ def main() -> int:
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in SETTINGS}
     proxy, frontend, backend = start_proxy()
     task_proxy, task_frontend, task_backend = start_proxy()
-    frontends = {"on": frontend, "on_pyzmq": frontend, "on_task": task_frontend}
+    frontends = {
+        "on": frontend,
+        "on_single": frontend,
+        "on_pyzmq": frontend,
+        "on_task": task_frontend,
+    }
     try:
-        buses = [bus_throughput(frontend, backend, args.events, native) for native in (True, False)]
+        buses = [
+            bus_throughput(frontend, backend, args.events, native=True),
+            bus_throughput(frontend, backend, args.events, native=False),
+            bus_throughput(frontend, backend, args.events, native=True, interleaved=True),
+        ]
         subs = [
             start_subscriber(backend, idle=1.0, mode="forever"),
             start_subscriber(task_backend, idle=1.0, mode="forever", prefix="task."),

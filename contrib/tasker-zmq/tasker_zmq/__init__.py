@@ -1,7 +1,8 @@
 """tasker-zmq: a ZeroMQ event bus for tasker.
 
-Each engine's ``zmq`` sink publishes lifecycle events as ``[name, JSON]`` messages; ``tasker
-events proxy`` joins many publishers to many subscribers; ``tasker events tail`` prints them.
+Each engine's ``zmq`` sink publishes lifecycle events as ``[name, JSON lines]`` messages (each
+one or more consecutive events of that name); ``tasker events proxy`` joins many publishers to
+many subscribers; ``tasker events tail`` prints them.
 The wire format is documented in docs/events-wire-format.md; the README has the set-up.
 
 Names are imported on first use (PEP 562), so loading the plugin does not import ZeroMQ.
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from tasker_zmq.proxy import Proxy, ProxyCounters
     from tasker_zmq.sink import ZmqSink
     from tasker_zmq.tail import Subscriber, format_event
-    from tasker_zmq.wire import WireError, decode, encode
+    from tasker_zmq.wire import WireError, decode, encode, encode_messages
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "ZmqSink": "tasker_zmq.sink",
     "decode": "tasker_zmq.wire",
     "encode": "tasker_zmq.wire",
+    "encode_messages": "tasker_zmq.wire",
     "format_event": "tasker_zmq.tail",
     "load_public_key": "tasker_zmq.keys",
     "load_secret_key": "tasker_zmq.keys",
@@ -69,6 +71,7 @@ __all__ = [
     "__version__",
     "decode",
     "encode",
+    "encode_messages",
     "format_event",
     "load_public_key",
     "load_secret_key",

@@ -282,7 +282,7 @@ def run_proxy(args: argparse.Namespace) -> int:
         counters = proxy.stop()
     if counters is not None:
         print(
-            f"{_PROG} proxy: stopped after forwarding {counters.events_forwarded} events",
+            f"{_PROG} proxy: stopped after forwarding {counters.messages_forwarded} messages",
             file=sys.stderr,
         )
     return 0

@@ -16,6 +16,8 @@ from typing import Any
 import attrs
 from tasker_core import Config, ConfigError, parse_duration
 
+from tasker_zmq.wire import MAX_EVENTS
+
 __all__ = [
     "DEFAULT_BACKEND",
     "DEFAULT_FRONTEND",
@@ -60,6 +62,9 @@ class ZmqOptions:
     linger: float = 1.0
     log_interval: float = 10.0
     curve: CurveOptions | None = None
+    events_per_message: int = MAX_EVENTS
+    """At most this many consecutive events of one name share a message; 1 sends each event
+    alone (the wire format's first version, for consumers that predate coalescing)."""
 
     @property
     def endpoint(self) -> str:
@@ -80,7 +85,7 @@ class ZmqOptions:
     def from_mapping(cls, raw: Mapping[str, Any], location: str = "") -> ZmqOptions:
         """Validate a raw ``events.zmq`` mapping; ConfigError names the first bad key."""
         reader = _Reader(location)
-        known = ("publish", "bind", "hwm", "linger", "log_interval", "curve")
+        known = ("publish", "bind", "hwm", "linger", "log_interval", "curve", "events_per_message")
         reader.no_unknown(raw, known, SECTION)
         publish = reader.endpoint(raw, "publish", bind=False)
         bind = reader.endpoint(raw, "bind", bind=True)
@@ -94,7 +99,8 @@ class ZmqOptions:
         linger = reader.duration(raw, "linger", 1.0)
         log_interval = reader.duration(raw, "log_interval", 10.0, positive=True)
         curve = reader.curve(raw.get("curve"), binds=bind is not None)
-        return cls(publish, bind, hwm, linger, log_interval, curve)
+        per_message = reader.integer(raw, "events_per_message", MAX_EVENTS, minimum=1)
+        return cls(publish, bind, hwm, linger, log_interval, curve, per_message)
 
 
 def check_endpoint(address: str, *, bind: bool) -> str | None:

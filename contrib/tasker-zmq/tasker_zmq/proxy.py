@@ -34,7 +34,11 @@ _CONTROL_TIMEOUT_MS = 5000
 
 @attrs.frozen
 class ProxyCounters:
-    """Frames and bytes through each side, as libzmq counts them (an event is two frames)."""
+    """Frames and bytes through each side, as libzmq counts them.
+
+    A message is two frames and carries one or more events; the proxy forwards messages whole
+    without reading them, so it counts messages, not events.
+    """
 
     frontend_frames_in: int
     frontend_bytes_in: int
@@ -46,7 +50,7 @@ class ProxyCounters:
     backend_bytes_out: int
 
     @property
-    def events_forwarded(self) -> int:
+    def messages_forwarded(self) -> int:
         return self.backend_frames_out // 2
 
 

@@ -1,8 +1,9 @@
-"""The native batch sender: every frame of a batch through libzmq under one GIL release.
+"""The native batch sender: every message of a batch through libzmq under one GIL release.
 
 pyzmq releases the GIL for each frame it sends, and each release wakes one of the engine's
-waiting threads; ``tasker_zmq._sender`` sends a whole batch with one release. It must call the
-very libzmq that made pyzmq's socket (a socket handle means nothing to another copy), so
+waiting threads; ``tasker_zmq._sender`` sends a whole batch with one release, coalescing
+consecutive events of one name into a message as :func:`tasker_zmq.wire.group` does. It must
+call the very libzmq that made pyzmq's socket (a socket handle means nothing to another copy), so
 :func:`open_native_sender` finds the libzmq this process has already loaded for pyzmq, opens it
 without loading anything (``RTLD_NOLOAD``), and checks its version against pyzmq's. When any of
 that fails the sink sends through pyzmq instead; the reason is logged once per process.
@@ -31,11 +32,21 @@ class NativeSender(Protocol):
     @property
     def path(self) -> str: ...
 
-    def send(self, topics: list[bytes], payloads: list[bytes | None]) -> tuple[int, int, int]: ...
+    def send(
+        self,
+        topics: list[bytes],
+        payloads: list[bytes | None],
+        max_events: int,
+        max_bytes: int,
+    ) -> tuple[int, int, int, int]: ...
 
     def send_events(
-        self, events: list[Event], payloads: list[bytes | None]
-    ) -> tuple[int, int, int]: ...
+        self,
+        events: list[Event],
+        payloads: list[bytes | None],
+        max_events: int,
+        max_bytes: int,
+    ) -> tuple[int, int, int, int]: ...
 
 
 def _mapped_libraries(maps: Path = _MAPS) -> set[Path]:

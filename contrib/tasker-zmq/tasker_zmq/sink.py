@@ -12,12 +12,15 @@ while it holds it (the lock's hand-over is the full memory barrier ZeroMQ asks f
 socket moves between threads).
 
 Sends never wait: the socket is an XPUB with ``XPUB_NODROP`` and every send is ``NOBLOCK``, so
-an event that meets a full high-water mark (a slow subscriber, a slow or absent proxy) is dropped
-on the spot and counted. XPUB rather than PUB because it also receives the subscriptions: events
-nobody subscribes to are counted and dropped before they cost an encoding, "nobody listens" is
-told apart from "too slow", and :meth:`ZmqSink.wait_for_subscriptions` answers ZeroMQ's
-slow-joiner problem.
+a message that meets a full high-water mark (a slow subscriber, a slow or absent proxy) is
+dropped on the spot and its events counted. XPUB rather than PUB because it also receives the
+subscriptions: events nobody subscribes to are counted and dropped before they cost an
+encoding, "nobody listens" is told apart from "too slow", and
+:meth:`ZmqSink.wait_for_subscriptions` answers ZeroMQ's slow-joiner problem.
 
+Consecutive events of a batch that share a name go out as one message (the wire format's
+version 2, :mod:`tasker_zmq.wire`): a fan-out's runs of ``step.started`` and ``step.completed``
+then cost libzmq, the proxy and every subscriber one message each instead of one per event.
 Each batch goes out with one call of the native sender (:mod:`tasker_zmq.sender`): every frame
 through pyzmq's own libzmq with the GIL released once, instead of once per frame. Without it
 (not built, or pyzmq's libzmq not identifiable) the sink sends through pyzmq; the wire is the
@@ -44,6 +47,7 @@ from tasker_zmq.auth import SUBSCRIBERS, start_authenticator
 from tasker_zmq.keys import KeyPair, load_public_key, load_secret_key
 from tasker_zmq.options import SECTION, ZmqOptions
 from tasker_zmq.sender import NativeSender, open_native_sender
+from tasker_zmq.wire import MAX_BYTES, SEPARATOR, group
 
 __all__ = ["ZmqSink"]
 
@@ -80,9 +84,10 @@ class _Keys:
 
 
 class ZmqSink:
-    """Publishes events as ``[name, JSON]`` messages; see the module docstring for threading.
+    """Publishes events as ``[name, JSON lines]`` messages; see the module docstring for threading.
 
-    ``stats()`` counts what was sent and what was dropped, by reason; drops at the high-water
+    ``stats()`` counts the events sent and dropped, by reason (a message refused at the
+    high-water mark counts each of its events), and the messages sent; drops at the high-water
     mark are logged at WARNING every ``events.zmq.log_interval``, drops for want of any
     subscriber at DEBUG (nobody tailing the bus is normal).
     """
@@ -108,6 +113,7 @@ class ZmqSink:
         self._topics: dict[str, bytes] = {}
         self._unwanted: set[str] = set()
         self._sent = 0
+        self._messages = 0
         self._drops = dict.fromkeys(_DROP_KINDS, 0)
         self._reported = dict(self._drops)
         self._endpoint = options.endpoint
@@ -192,11 +198,13 @@ class ZmqSink:
             return sum(self._drops.values())
 
     def stats(self) -> dict[str, int]:
-        """``sent``, ``dropped``, drops by reason (no_subscriber, hwm, unencodable, closed), and
-        ``native_sender``: 1 when batches go out through the native sender, 0 through pyzmq."""
+        """Events ``sent``, ``dropped``, drops by reason (no_subscriber, hwm, unencodable,
+        closed); ``messages`` sent (each of one or more events); ``native_sender``: 1 when
+        batches go out through the native sender, 0 through pyzmq."""
         with self._cond:
             return {
                 "sent": self._sent,
+                "messages": self._messages,
                 "dropped": sum(self._drops.values()),
                 **self._drops,
                 "native_sender": int(self._sender == "native"),
@@ -374,19 +382,22 @@ class ZmqSink:
             self._cond.notify_all()
 
     def _send(self, socket: zmq.Socket[bytes], events: list[Event]) -> None:
-        """Skip the unwanted events, encode the rest in one native call, send them.
+        """Skip the unwanted events, encode the rest in one native call, send them coalesced.
 
         Encoding the whole batch before sending keeps the sends together: the native sender then
         releases the GIL once for the batch (pyzmq's path once per frame), and libzmq's I/O
         thread writes the messages in fewer wake-ups.
         """
-        counts = [0, 0]  # sent, refused at the high-water mark
+        counts = [0, 0, 0]  # events sent, events refused at the high-water mark, messages sent
         unwanted = 0
         try:
             # Someone subscribes to everything: no event to skip, and the native sender reads
             # each topic from the event's name itself.
             if self._native is not None and b"" in self._subscriptions:
-                _add_native(counts, self._native.send_events(events, self._encode(events)))
+                payloads = self._encode(events)
+                limit = self.options.events_per_message
+                result = self._native.send_events(events, payloads, limit, MAX_BYTES)
+                _add_native(counts, result)
                 return
             topics = self._topics
             wanted: list[Event] = []
@@ -406,6 +417,7 @@ class ZmqSink:
             with self._cond:
                 self._sent += counts[0]
                 self._drops["hwm"] += counts[1]
+                self._messages += counts[2]
                 self._drops["no_subscriber"] += unwanted
 
     def _send_frames(
@@ -415,26 +427,28 @@ class ZmqSink:
         payloads: list[bytes | None],
         counts: list[int],
     ) -> None:
-        """Send ``[topic, payload]`` pairs (None: skipped), adding to ``counts`` as they go."""
+        """Send the events' payloads (None: skipped) under their topics, consecutive events of
+        one topic in one message, adding to ``counts`` as they go."""
         if self._native is not None:
-            _add_native(counts, self._native.send(topics, payloads))
+            limit = self.options.events_per_message
+            _add_native(counts, self._native.send(topics, payloads, limit, MAX_BYTES))
             return
         # The backend's send: the pyzmq subclass's override only adds RADIO/SERVER options,
         # and skipping it saves a Python call per frame.
         send = zmq.backend.Socket.send
         more, last = zmq.SNDMORE | zmq.NOBLOCK, zmq.NOBLOCK
-        for topic, payload in zip(topics, payloads, strict=True):
-            if payload is None:
-                continue
+        join = SEPARATOR.join
+        for topic, parts in group(topics, payloads, self.options.events_per_message):
             try:
                 send(socket, topic, more)
             except zmq.Again:
-                counts[1] += 1
+                counts[1] += len(parts)
                 continue
             # libzmq checks the high-water mark per whole message: once the first frame is
             # in, the second cannot meet a full pipe, so this never raises Again.
-            send(socket, payload, last)
-            counts[0] += 1
+            send(socket, parts[0] if len(parts) == 1 else join(parts), last)
+            counts[0] += len(parts)
+            counts[2] += 1
 
     def _encode(self, events: list[Event]) -> list[bytes | None]:
         """The events' payloads; None (counted, logged) for an event that is not plain JSON.
@@ -492,11 +506,12 @@ class ZmqSink:
             )
 
 
-def _add_native(counts: list[int], result: tuple[int, int, int]) -> None:
-    """Add a native send's ``(sent, full, error)`` to ``counts``; raise its error, if any."""
-    sent, full, error = result
+def _add_native(counts: list[int], result: tuple[int, int, int, int]) -> None:
+    """Add a native send's ``(sent, full, messages, error)`` to ``counts``; raise its error."""
+    sent, full, messages, error = result
     counts[0] += sent
     counts[1] += full
+    counts[2] += messages
     if error:
         raise zmq.ZMQError(error)
 

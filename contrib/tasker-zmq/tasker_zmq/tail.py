@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -32,7 +33,8 @@ _SKIP = frozenset({"name", "id", "time", "task_id", "namespace", "workflow", "ve
 class Subscriber:
     """A SUB socket on one address with prefix filters (all events when none are given).
 
-    Not thread-safe, like the socket it wraps: use it from the thread that made it.
+    Hands out events one at a time, whatever number a message carries. Not thread-safe, like
+    the socket it wraps: use it from the thread that made it.
     """
 
     def __init__(
@@ -48,7 +50,8 @@ class Subscriber:
             raise ValueError("CURVE needs both the server's public key and a client key pair")
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._socket: zmq.Socket[bytes] = self._context.socket(zmq.SUB)
-        self.malformed = 0
+        self.malformed = 0  # messages skipped (each, however many events it claimed)
+        self._pending: deque[dict[str, Any]] = deque()  # the rest of the last message's events
         try:
             self._socket.setsockopt(zmq.RCVHWM, hwm)
             self._socket.setsockopt(zmq.LINGER, 0)
@@ -65,6 +68,8 @@ class Subscriber:
 
     def receive(self, timeout: float) -> dict[str, Any] | None:
         """The next well-formed event, or None if none arrives within ``timeout`` seconds."""
+        if self._pending:
+            return self._pending.popleft()
         deadline = time.monotonic() + timeout
         while True:
             try:  # a message is usually waiting under load: skip the poll call then
@@ -74,17 +79,15 @@ class Subscriber:
                 if not self._socket.poll(int(left * 1000)):
                     return None
                 frames = self._socket.recv_multipart()
-            event = self._decode(frames)
-            if event is not None:
-                return event
-
-    def _decode(self, frames: list[bytes]) -> dict[str, Any] | None:
-        try:
-            return decode(frames)
-        except WireError as exc:
-            self.malformed += 1
-            log.warning("skipped a malformed message: %s", exc)
-            return None
+            try:
+                events = decode(frames)
+            except WireError as exc:
+                self.malformed += 1
+                log.warning("skipped a malformed message: %s", exc)
+                continue
+            if len(events) > 1:
+                self._pending.extend(events[1:])
+            return events[0]
 
     def close(self) -> None:
         self._socket.close(linger=0)

@@ -29,6 +29,7 @@ def test_defaults_publish_to_the_proxy_on_loopback() -> None:
     assert options.endpoint == DEFAULT_FRONTEND
     assert options.endpoint.startswith("tcp://127.0.0.1:")
     assert (options.hwm, options.linger, options.curve) == (10000, 1.0, None)
+    assert options.events_per_message == 16
 
 
 def test_the_section_comes_from_the_config_file(tmp_path: Path) -> None:
@@ -55,6 +56,8 @@ def test_the_section_comes_from_the_config_file(tmp_path: Path) -> None:
         ({"bind": "inproc://x"}, "events.zmq.bind"),
         ({"publish": "tcp://a:1", "bind": "tcp://b:2"}, "events.zmq.bind"),
         ({"hwm": 0}, "events.zmq.hwm"),
+        ({"events_per_message": 0}, "events.zmq.events_per_message"),
+        ({"events_per_message": 2.5}, "events.zmq.events_per_message"),
         ({"hwm": "10"}, "events.zmq.hwm"),
         ({"hwm": True}, "events.zmq.hwm"),
         ({"linger": "soon"}, "events.zmq.linger"),

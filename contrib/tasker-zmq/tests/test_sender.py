@@ -1,8 +1,8 @@
-"""The native batch sender against pyzmq's path: same bytes on the wire, same counts."""
+"""The native batch sender against pyzmq's path: same bytes on the wire (the same messages,
+coalesced by the same rule), same counts."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tasker_core import Event, encode_event_payloads
 
 from tasker_zmq import ZmqOptions, ZmqSink
 from tasker_zmq import sender as sender_module
 from tasker_zmq.sender import NativeSender, loaded_libzmq, open_native_sender
+from tasker_zmq.wire import MAX_BYTES, MAX_EVENTS, decode, encode, encode_messages, group
 
 ANY_PORT = "tcp://127.0.0.1:*"
 LIBZMQ = loaded_libzmq()
@@ -24,11 +27,17 @@ needs_native = pytest.mark.skipif(
 )
 
 
+NAMES = ("step.enqueued", "step.started", "step.completed", "task.failed")
+# Runs of one name, 1 to 80 events long: lone events, coalesced ones, runs cut at MAX_EVENTS.
+RUNS = (1, 4, 80, 2, 1, 1, 7, 30, 3)
+
+
 def events(n: int) -> list[Event]:
-    """Step events with varied payloads: non-ASCII text, floats, nesting."""
+    """Step events in runs of one name, with varied payloads: non-ASCII text, floats, nesting."""
+    names = [NAMES[i % len(NAMES)] for i, length in enumerate(RUNS) for _ in range(length)]
     made = []
     for i in range(n):
-        name = ("step.enqueued", "step.started", "step.completed", "task.failed")[i % 4]
+        name = names[i % len(names)]
         data: dict[str, Any] = {"step": f"w{i}", "attempt": i % 3 + 1, "note": "é ✓ \u2028"}
         if i % 5 == 0:
             data["duration"] = i / 7
@@ -47,19 +56,37 @@ def subscriber(
     return socket
 
 
+CHUNK = 150  # events per publish() call: coalescing works within one
+
+
+def expected_messages(batch: list[Event], prefix: bytes, bad: int) -> list[list[bytes]]:
+    """The messages of ``batch`` a ``prefix`` subscriber gets, published in CHUNKs, without
+    the unencodable event at ``bad``."""
+    messages = []
+    for start in range(0, len(batch), CHUNK):
+        chunk = [
+            event
+            for i, event in enumerate(batch[start : start + CHUNK], start)
+            if i != bad and event.name.startswith(prefix.decode())
+        ]
+        messages += [[topic, payload] for topic, payload in encode_messages(chunk)]
+    return messages
+
+
 def frames_through(
-    native: bool, batch: list[Event], prefix: bytes
+    native: bool, batch: list[Event], prefix: bytes, expected: int, per_message: int = MAX_EVENTS
 ) -> tuple[str, list[list[bytes]], dict[str, int]]:
-    """The raw multipart messages a subscriber receives when one sink publishes ``batch``."""
-    sink = ZmqSink(ZmqOptions.from_mapping({"bind": ANY_PORT}), native_sender=native)
+    """The raw multipart messages (``expected`` of them) a subscriber receives when one sink
+    publishes ``batch``."""
+    options = ZmqOptions.from_mapping({"bind": ANY_PORT, "events_per_message": per_message})
+    sink = ZmqSink(options, native_sender=native)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sub = subscriber(context, sink.endpoint, prefix)
     try:
         assert sink.wait_for_subscriptions([prefix.decode()], timeout=10)
-        for i in range(0, len(batch), 64):
-            sink.publish(batch[i : i + 64])
-        wanted = [e for e in batch if e.name.startswith(prefix.decode()) and e.id != "bad"]
-        got = [sub.recv_multipart() for _ in range(len(wanted))]
+        for i in range(0, len(batch), CHUNK):
+            sink.publish(batch[i : i + CHUNK])
+        got = [sub.recv_multipart() for _ in range(expected)]
         sink.close()
         return sink.sender, got, sink.stats()
     finally:
@@ -70,23 +97,91 @@ def frames_through(
 @needs_native
 @pytest.mark.parametrize("prefix", [b"", b"step."], ids=["every event", "filtered"])
 def test_the_native_path_puts_the_same_bytes_on_the_wire_as_pyzmq(prefix: bytes) -> None:
-    batch = events(300)
+    batch = events(600)
     batch[17] = Event("step.started", "bad", 1.0, "t", "ns", "wf", "1", {"x": {1, 2}})
-    expected = [
-        [event.name.encode(), encode_event_payloads([event])[0]]
-        for i, event in enumerate(batch)
-        if i != 17 and event.name.startswith(prefix.decode())
+    # Big events in a row: two fit in a message, the third does not, the last is too big for
+    # any company.
+    blobs = ["z" * (MAX_BYTES * 2 // 5)] * 3 + ["z" * (MAX_BYTES + 10)]
+    batch[300:304] = [
+        Event("step.started", f"blob{i}", 1.0, "t", "ns", "wf", "1", {"blob": blob})
+        for i, blob in enumerate(blobs)
     ]
-    kind, native, native_stats = frames_through(True, batch, prefix)
+    expected = expected_messages(batch, prefix, bad=17)
+    carried = [len(decode(message)) for message in expected]
+    assert max(carried) == MAX_EVENTS and carried.count(1) < len(carried) / 2
+    sizes = [len(payload) for _, payload in expected]
+    assert max(sizes) > MAX_BYTES  # a lone big event
+    assert any(n > 1 and size > MAX_BYTES * 3 / 4 for n, size in zip(carried, sizes, strict=True))
+    kind, native, native_stats = frames_through(True, batch, prefix, len(expected))
     assert kind == "native"
-    fallback_kind, pyzmq, pyzmq_stats = frames_through(False, batch, prefix)
+    fallback_kind, pyzmq, pyzmq_stats = frames_through(False, batch, prefix, len(expected))
     assert fallback_kind == "pyzmq"
     assert native == pyzmq == expected
     for stats, flag in ((native_stats, 1), (pyzmq_stats, 0)):
-        assert stats["sent"] == len(expected)
+        assert stats["sent"] == sum(carried)
+        assert stats["messages"] == len(expected)
         assert stats["unencodable"] == 1
-        assert stats["dropped"] == 300 - len(expected)
+        assert stats["dropped"] == 600 - sum(carried)
         assert stats["native_sender"] == flag
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "pyzmq"])
+def test_one_event_per_message_is_the_first_wire_format(native: bool) -> None:
+    if native and LIBZMQ is None:
+        pytest.skip("pyzmq's libzmq cannot be identified on this platform")
+    batch = events(200)
+    expected = [list(encode(event)) for event in batch]
+    kind, got, stats = frames_through(native, batch, b"", len(expected), per_message=1)
+    assert kind == ("native" if native else "pyzmq")
+    assert got == expected
+    assert stats["sent"] == stats["messages"] == len(batch)
+
+
+@pytest.fixture(scope="module")
+def pair() -> Any:
+    """A PAIR socket pair over inproc, the sending end bound to a native sender."""
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    out, into = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+    for socket in (out, into):
+        socket.setsockopt(zmq.SNDHWM, 0)
+        socket.setsockopt(zmq.RCVHWM, 0)
+    out.bind("inproc://native-sender")
+    into.connect("inproc://native-sender")
+    native = open_native_sender(out)
+    assert native is not None
+    yield native, into
+    out.close(linger=0)
+    into.close(linger=0)
+    context.term()
+
+
+@needs_native
+@settings(max_examples=60)
+@given(
+    items=st.lists(
+        st.tuples(st.sampled_from([b"a", b"a.b", b"b"]), st.none() | st.binary(max_size=9)),
+        max_size=40,
+    ),
+    max_events=st.integers(0, 5),
+    max_bytes=st.integers(0, 30),
+)
+def test_the_native_sender_coalesces_by_the_same_rule_as_wire_group(
+    pair: tuple[NativeSender, zmq.Socket[bytes]],
+    items: list[tuple[bytes, bytes | None]],
+    max_events: int,
+    max_bytes: int,
+) -> None:
+    native, into = pair
+    topics = [topic for topic, _ in items]
+    payloads = [payload for _, payload in items]
+    expected = [
+        [topic, b"\n".join(parts)]
+        for topic, parts in group(topics, payloads, max_events, max_bytes)
+    ]
+    kept = sum(payload is not None for payload in payloads)
+    assert native.send(topics, payloads, max_events, max_bytes) == (kept, 0, len(expected), 0)
+    assert [into.recv_multipart() for _ in expected] == expected
+    assert not into.poll(0)
 
 
 class Recording:
@@ -97,15 +192,25 @@ class Recording:
         self.path = inner.path
         self.sent = self.full = self.calls = 0
 
-    def send(self, topics: list[bytes], payloads: list[bytes | None]) -> tuple[int, int, int]:
-        return self.add(self.inner.send(topics, payloads))
+    def send(
+        self,
+        topics: list[bytes],
+        payloads: list[bytes | None],
+        max_events: int,
+        max_bytes: int,
+    ) -> tuple[int, int, int, int]:
+        return self.add(self.inner.send(topics, payloads, max_events, max_bytes))
 
     def send_events(
-        self, events: list[Event], payloads: list[bytes | None]
-    ) -> tuple[int, int, int]:
-        return self.add(self.inner.send_events(events, payloads))
+        self,
+        events: list[Event],
+        payloads: list[bytes | None],
+        max_events: int,
+        max_bytes: int,
+    ) -> tuple[int, int, int, int]:
+        return self.add(self.inner.send_events(events, payloads, max_events, max_bytes))
 
-    def add(self, result: tuple[int, int, int]) -> tuple[int, int, int]:
+    def add(self, result: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
         self.sent += result[0]
         self.full += result[1]
         self.calls += 1
@@ -145,11 +250,10 @@ def test_the_native_path_counts_high_water_mark_drops_and_never_tears_a_message(
     assert stats["sent"] == recording.sent
     assert stats["hwm"] >= recording.full  # plus any the sink's queue refused
     assert stats["sent"] + stats["dropped"] == published
-    assert 0 < len(received) <= stats["sent"]
-    for message in received:  # whole [topic, payload] messages only, in that order
+    assert 0 < len(received) <= stats["messages"]
+    for message in received:  # whole [topic, payload] messages only, every event named as topic
         assert len(message) == 2
-        topic, payload = message
-        assert json.loads(payload)["name"] == topic.decode()
+        assert {event["name"] for event in decode(message)} == {message[0].decode()}
 
 
 def test_without_an_identifiable_libzmq_the_sink_falls_back_to_pyzmq(
@@ -225,17 +329,20 @@ def test_the_native_sender_checks_its_arguments() -> None:
     try:
         sender = open_native_sender(socket)
         assert sender is not None
+        limits = (MAX_EVENTS, MAX_BYTES)
         with pytest.raises(TypeError, match="2 topics but 1 payloads"):
-            sender.send([b"a", b"b"], [b"1"])
+            sender.send([b"a", b"b"], [b"1"], *limits)
         with pytest.raises(TypeError, match="topic must be bytes"):
-            sender.send(["a"], [b"1"])  # type: ignore[list-item]
-        assert sender.send([b"a"], [None]) == (0, 0, 0)
+            sender.send(["a"], [b"1"], *limits)  # type: ignore[list-item]
+        assert sender.send([b"a"], [None], *limits) == (0, 0, 0, 0)
         bad = Event("step.started", "x", 1.0, "t", "ns", "wf", "1", {})
         object.__setattr__(bad, "name", 3)
         with pytest.raises(TypeError, match="name must be a str"):
-            sender.send_events([events(1)[0], bad], [b"1", b"2"])
+            sender.send_events([events(1)[0], bad], [b"1", b"2"], *limits)
         with pytest.raises(TypeError, match="2 events but 1 payloads"):
-            sender.send_events(events(2), [b"1"])
+            sender.send_events(events(2), [b"1"], *limits)
+        with pytest.raises(OverflowError):
+            sender.send([b"a"], [b"1"], -1, MAX_BYTES)
     finally:
         socket.close(linger=0)
         context.term()

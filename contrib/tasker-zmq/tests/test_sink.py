@@ -13,7 +13,7 @@ import zmq
 from tasker_core import Config, ConfigError, Engine, Event, TaskRequest
 from tasker_core.plugin import PluginHost
 
-from tasker_zmq import Subscriber, ZmqOptions, ZmqSink
+from tasker_zmq import Subscriber, ZmqOptions, ZmqSink, encode, encode_messages
 
 ANY_PORT = "tcp://127.0.0.1:*"
 
@@ -352,3 +352,34 @@ def test_a_subscription_made_while_batches_flow_is_heard(
     assert len(got) == 10
     assert {e["name"] for e in got} == {"custom.b"}
     assert sink.stats()["no_subscriber"] > 0  # custom.b before anyone wanted it
+
+
+def test_the_subscriber_hands_out_each_event_of_a_message_and_skips_malformed_ones() -> None:
+    """A raw publisher: coalesced, malformed and one-event messages, in that order."""
+    first, second, third = (
+        Event("step.started", f"e{i}", 1.0 + i, "t" * 32, "ns", "wf", "1", {"step": f"s{i}"})
+        for i in range(3)
+    )
+    messages = [
+        *encode_messages([first, second]),
+        [b"step.started", encode(first)[1] + b"\n"],  # a trailing newline: refused whole
+        list(encode(third)),
+    ]
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    publisher = context.socket(zmq.XPUB)
+    port = publisher.bind_to_random_port("tcp://127.0.0.1")
+    subscriber = Subscriber(f"tcp://127.0.0.1:{port}")
+    try:
+        assert publisher.poll(10_000) and publisher.recv() == b"\x01"  # subscribed to all
+        assert len(messages[0][1].split(b"\n")) == 2
+        for message in messages:
+            publisher.send_multipart(message)
+        got = receive_all(subscriber, 3, timeout=10)
+        assert [e["id"] for e in got] == ["e0", "e1", "e2"]
+        assert got == [e.to_dict() for e in (first, second, third)]
+        assert subscriber.malformed == 1
+        assert subscriber.receive(0.1) is None
+    finally:
+        subscriber.close()
+        publisher.close(linger=0)
+        context.term()

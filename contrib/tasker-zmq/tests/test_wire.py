@@ -1,4 +1,4 @@
-"""The wire format: [topic, JSON payload], topic = event name; and the readable tail line."""
+"""The wire format: [topic, JSON lines], topic = the events' name; and the readable tail line."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from tasker_core import Event, encode_event_payloads
 
 from tasker_zmq import WireError, decode, encode, format_event
-from tasker_zmq.wire import encode_payload, reference_payload
+from tasker_zmq.wire import (
+    MAX_BYTES,
+    MAX_EVENTS,
+    encode_messages,
+    encode_payload,
+    group,
+    reference_payload,
+)
 
 names = st.from_regex(r"(task|step|workflow|custom)\.[a-z_]{1,20}", fullmatch=True)
 json_values = st.recursive(
@@ -40,7 +47,73 @@ def test_messages_decode_to_the_event_dict(name: str, extra: dict[str, Any]) -> 
     topic, payload = encode(event)
     assert topic == name.encode()
     assert payload.isascii()  # plain ASCII JSON: any client's decoder reads it
-    assert decode([topic, payload]) == event.to_dict()
+    assert decode([topic, payload]) == [event.to_dict()]
+    assert encode_messages([event]) == [(topic, payload)]  # a lone event: version 1's bytes
+
+
+# Runs of equal names, so that coalescing has something to do.
+runs = st.lists(
+    st.tuples(
+        st.sampled_from(["step.started", "step.completed", "task.failed"]), st.integers(1, 9)
+    ),
+    max_size=8,
+)
+
+
+def events_of(run_list: list[tuple[str, int]], extra: dict[str, Any]) -> list[Event]:
+    return [event_of(name, extra) for name, length in run_list for _ in range(length)]
+
+
+@given(run_list=runs, extra=data, max_events=st.integers(1, 6), max_bytes=st.integers(1, 900))
+def test_messages_carry_every_event_in_order_under_its_name(
+    run_list: list[tuple[str, int]], extra: dict[str, Any], max_events: int, max_bytes: int
+) -> None:
+    events = events_of(run_list, extra)
+    messages = encode_messages(events, max_events, max_bytes)
+    decoded = [decode([topic, payload]) for topic, payload in messages]
+    assert [e for message in decoded for e in message] == [e.to_dict() for e in events]
+    for (topic, payload), carried in zip(messages, decoded, strict=True):
+        assert {e["name"].encode() for e in carried} == {topic}
+        assert len(carried) <= max_events
+        assert len(payload) <= max_bytes or len(carried) == 1
+        assert payload.count(b"\n") == len(carried) - 1
+    # Only consecutive events are joined, and a run is cut only where a limit says so.
+    for (topic, payload), (next_topic, next_payload), carried in zip(
+        messages, messages[1:], decoded, strict=False
+    ):
+        first = next_payload.split(b"\n", 1)[0]
+        assert (
+            topic != next_topic
+            or len(carried) == max_events
+            or len(payload) + 1 + len(first) > max_bytes
+        )
+
+
+@given(
+    items=st.lists(
+        st.tuples(st.sampled_from([b"a", b"b"]), st.none() | st.binary(max_size=5)), max_size=30
+    )
+)
+def test_grouping_skips_refused_events_and_keeps_the_rest_in_order(
+    items: list[tuple[bytes, bytes | None]],
+) -> None:
+    topics = [topic for topic, _ in items]
+    payloads = [payload for _, payload in items]
+    groups = list(group(topics, payloads, max_events=3, max_bytes=MAX_BYTES))
+    assert [p for _, parts in groups for p in parts] == [p for p in payloads if p is not None]
+    assert all(1 <= len(parts) <= 3 for _, parts in groups)
+    kept = [topic for topic, payload in items if payload is not None]
+    assert [topic for topic, parts in groups for _ in parts] == kept
+
+
+def test_the_default_limits_keep_messages_modest() -> None:
+    small = [event_of("step.started", {"step": f"s{i}"}) for i in range(2 * MAX_EVENTS + 3)]
+    assert [len(decode(m)) for m in encode_messages(small)] == [MAX_EVENTS, MAX_EVENTS, 3]
+    # Two of these fit in MAX_BYTES, three do not.
+    half = [event_of("custom.blob", {"payload": "x" * (MAX_BYTES // 2 - 400)}) for _ in range(5)]
+    assert [len(decode(m)) for m in encode_messages(half)] == [2, 2, 1]
+    huge = [event_of("custom.blob", {"payload": "x" * (MAX_BYTES + 1)}) for _ in range(2)]
+    assert [len(decode(m)) for m in encode_messages(huge)] == [1, 1]  # alone, whatever its size
 
 
 # Any str, lone surrogates included (those the native encoder hands to the standard library).
@@ -145,6 +218,10 @@ def test_a_name_prefix_is_a_topic_prefix(name: str, prefix_length: int) -> None:
     assert topic.startswith(name[:prefix_length].encode())
 
 
+_ONE = json.dumps(event_of("task.created", {}).to_dict(), separators=(",", ":")).encode()
+_OTHER = json.dumps(event_of("task.failed", {}).to_dict(), separators=(",", ":")).encode()
+
+
 @pytest.mark.parametrize(
     "frames",
     [
@@ -154,6 +231,17 @@ def test_a_name_prefix_is_a_topic_prefix(name: str, prefix_length: int) -> None:
         [b"task.created", b"[1, 2]"],
         [b"task.created", json.dumps({"name": "task.failed"}).encode()],
         [b"task.created", b"\xff\xfe"],
+        [b"task.created", b""],
+        [b"task.created", _ONE + b"\n"],  # a trailing newline: an empty last event
+        [b"task.created", _ONE + b"\n\n" + _ONE],  # an empty line
+        [b"task.created", _ONE + _ONE],  # no separator
+        [b"task.created", _ONE + b" \n" + _ONE],  # anything else between events
+        [b"task.created", _ONE + b"\r\n" + _ONE],
+        [b"task.created", b" " + _ONE],
+        [b"task.created", _ONE + b"\n" + _OTHER],  # an event of another name
+        [b"task.created", _ONE + b"\n[1]"],
+        [b"task.created", _ONE + b"\n" + _ONE[:-1]],  # cut short
+        [b"task.created", _ONE.replace(b",", b",\n", 1)],  # one event over two lines
     ],
 )
 def test_malformed_messages_are_refused(frames: list[bytes]) -> None:

@@ -1,5 +1,10 @@
-//! `tasker_zmq._sender`: one call sends a whole batch of `[topic, payload]` messages through the
-//! libzmq that pyzmq already loaded, with the GIL released once for the batch.
+//! `tasker_zmq._sender`: one call sends a whole batch of events as `[topic, payload]` messages
+//! through the libzmq that pyzmq already loaded, with the GIL released once for the batch.
+//!
+//! Consecutive events with the same topic share a message, their payloads joined by `\n` (the
+//! wire format's version 2, `tasker_zmq.wire`): at most `max_events` events and `max_bytes`
+//! bytes of payload per message, a single larger event alone. `tasker_zmq.wire.group` is the
+//! same rule in Python, for pyzmq's path; the tests hold the two to the same bytes.
 //!
 //! pyzmq releases and re-takes the GIL for every frame it sends; with the engine's threads
 //! waiting for the GIL, each release wakes one of them. Here the frames' bytes are borrowed
@@ -136,18 +141,21 @@ impl Sender {
         &self.path
     }
 
-    /// Send `[topics[i], payloads[i]]` for each i, skipping a None payload, without waiting.
+    /// Send event i's payload under `topics[i]`, skipping a None payload, without waiting;
+    /// consecutive events with equal topics share a message (see the module comment).
     ///
-    /// Returns `(sent, full, error)`: messages sent, messages refused at the high-water mark
-    /// (EAGAIN on the topic frame: nothing of the message went out), and 0 or the errno that
-    /// stopped the batch (the messages after it are neither sent nor counted). Every send runs
-    /// with the GIL released once for the whole batch.
+    /// Returns `(sent, full, messages, error)`: events sent, events refused at the high-water
+    /// mark (EAGAIN on a message's topic frame: nothing of that message went out), messages
+    /// sent, and 0 or the errno that stopped the batch (the events after it are neither sent
+    /// nor counted). Every send runs with the GIL released once for the whole batch.
     fn send(
         &self,
         py: Python<'_>,
         topics: &Bound<'_, PyList>,
         payloads: &Bound<'_, PyList>,
-    ) -> PyResult<(usize, usize, c_int)> {
+        max_events: usize,
+        max_bytes: usize,
+    ) -> PyResult<Sent> {
         if topics.len() != payloads.len() {
             return Err(PyTypeError::new_err(format!(
                 "{} topics but {} payloads",
@@ -172,7 +180,7 @@ impl Sender {
             .iter()
             .map(|(topic, payload)| (topic.as_bytes(), payload.as_bytes()))
             .collect();
-        Ok(self.send_frames(py, &frames))
+        Ok(self.send_frames(py, &frames, max_events, max_bytes))
     }
 
     /// As `send`, each topic being `events[i].name` encoded as UTF-8.
@@ -184,7 +192,9 @@ impl Sender {
         py: Python<'_>,
         events: &Bound<'_, PyList>,
         payloads: &Bound<'_, PyList>,
-    ) -> PyResult<(usize, usize, c_int)> {
+        max_events: usize,
+        max_bytes: usize,
+    ) -> PyResult<Sent> {
         if events.len() != payloads.len() {
             return Err(PyTypeError::new_err(format!(
                 "{} events but {} payloads",
@@ -209,15 +219,25 @@ impl Sender {
             .iter()
             .map(|(topic, payload)| Ok((topic.to_str()?.as_bytes(), payload.as_bytes())))
             .collect::<PyResult<Vec<(&[u8], &[u8])>>>()?;
-        Ok(self.send_frames(py, &frames))
+        Ok(self.send_frames(py, &frames, max_events, max_bytes))
     }
 }
 
 impl Sender {
-    /// Every frame pair sent with the GIL released once.
-    fn send_frames(&self, py: Python<'_>, frames: &[(&[u8], &[u8])]) -> (usize, usize, c_int) {
+    /// Every event's `(topic, payload)` sent, coalesced, with the GIL released once.
+    fn send_frames(
+        &self,
+        py: Python<'_>,
+        events: &[(&[u8], &[u8])],
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Sent {
         let (send, errno, socket) = (self.send, self.errno, self.socket);
-        py.detach(move || send_all(send, errno, socket, frames))
+        let limits = Limits {
+            events: max_events,
+            bytes: max_bytes,
+        };
+        py.detach(move || send_all(send, errno, socket, events, limits))
     }
 }
 
@@ -227,13 +247,41 @@ fn bytes_payload(payload: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyBytes>> {
         .map_err(|_| PyTypeError::new_err("zmq sender: every payload must be bytes or None"))
 }
 
+/// `(events sent, events refused at the high-water mark, messages sent, errno or 0)`.
+type Sent = (usize, usize, usize, c_int);
+
+/// How much one message may carry.
+#[derive(Clone, Copy)]
+struct Limits {
+    events: usize,
+    bytes: usize,
+}
+
+/// Where the message starting at `events[start]` ends (exclusive): the run of equal topics,
+/// cut before the event that would pass either limit; at least one event.
+fn message_end(events: &[(&[u8], &[u8])], start: usize, limits: Limits) -> usize {
+    let (topic, first) = events[start];
+    let mut size = first.len();
+    let mut end = start + 1;
+    while let Some((next_topic, payload)) = events.get(end) {
+        let grown = size + 1 + payload.len();
+        if *next_topic != topic || end - start >= limits.events || grown > limits.bytes {
+            break;
+        }
+        size = grown;
+        end += 1;
+    }
+    end
+}
+
 /// The batch's sends, GIL released. See [`Sender::send`] for the result.
 fn send_all(
     send: ZmqSend,
     errno: ZmqErrno,
     socket: usize,
-    frames: &[(&[u8], &[u8])],
-) -> (usize, usize, c_int) {
+    events: &[(&[u8], &[u8])],
+    limits: Limits,
+) -> Sent {
     let socket = socket as *mut c_void;
     let frame = |bytes: &[u8], flags: c_int| -> c_int {
         loop {
@@ -250,25 +298,45 @@ fn send_all(
             }
         }
     };
-    let (mut sent, mut full) = (0, 0);
-    for (topic, payload) in frames {
-        match frame(topic, ZMQ_DONTWAIT | ZMQ_SNDMORE) {
+    let (mut sent, mut full, mut messages) = (0, 0, 0);
+    let mut joined: Vec<u8> = Vec::new(); // reused for every message of several events
+    let mut start = 0;
+    while start < events.len() {
+        let end = message_end(events, start, limits);
+        let run = &events[start..end];
+        start = end;
+        match frame(run[0].0, ZMQ_DONTWAIT | ZMQ_SNDMORE) {
             0 => {}
             libc::EAGAIN => {
-                full += 1;
+                full += run.len();
                 continue;
             }
-            code => return (sent, full, code),
+            code => return (sent, full, messages, code),
         }
+        let payload = if run.len() == 1 {
+            run[0].1
+        } else {
+            joined.clear();
+            for (i, (_, payload)) in run.iter().enumerate() {
+                if i > 0 {
+                    joined.push(b'\n');
+                }
+                joined.extend_from_slice(payload);
+            }
+            &joined[..]
+        };
         // libzmq checks the high-water mark once per message, on its first frame (a pipe
         // counts a message only when its last frame is written), so this does not meet EAGAIN;
         // any error here ends the batch, and the caller gives up the socket.
         match frame(payload, ZMQ_DONTWAIT) {
-            0 => sent += 1,
-            code => return (sent, full, code),
+            0 => {
+                sent += run.len();
+                messages += 1;
+            }
+            code => return (sent, full, messages, code),
         }
     }
-    (sent, full, 0)
+    (sent, full, messages, 0)
 }
 
 impl Drop for Sender {
