@@ -1,6 +1,7 @@
 """Engine throughput: no-op steps/s per store beside a bare topological runner (the floor).
 
     python benchmarks/bench_engine.py [--quick] [--stores memory,sqlite]
+    python benchmarks/bench_engine.py --pairs 21    # the fan-out target alone, in pairs
 
 Shapes: chain (200 sequential steps), fan-out/fan-in (1 -> 1000 -> 1), and a scaling series of one
 layered task (width 100, two parents per step) at 100, 1k, 10k and 100k steps. Every figure is
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import sys
 import tempfile
 import threading
@@ -148,6 +150,26 @@ def best_interleaved(fns: Sequence[Callable[[], float]], repeats: int) -> list[f
     return times
 
 
+def fan_pairs(pairs: int) -> int:
+    """The fan-out target alone: ``pairs`` runs of the bare runner, each followed by the memory
+    engine (warm). Prints the ratio of the best times and the median of each pair's ratio, the
+    latter robust to a load burst that hits one pair."""
+    shape = fan(1000)
+    bare, engine, ratios = [], [], []
+    for _ in range(pairs):
+        bare.append(bare_runner(shape))
+        engine.append(engine_run("memory://", "fan", shape, warm=True))
+        ratios.append(bare[-1] / engine[-1])
+    n = len(shape)
+    print(
+        f"fan-out of {n} steps, {pairs} pairs: bare runner best {min(bare) / n * 1e6:.1f} µs per "
+        f"step, engine/memory best {min(engine) / n * 1e6:.1f}; best vs best "
+        f"{min(bare) / min(engine):.2f}x, median of the pairs {statistics.median(ratios):.2f}x "
+        f"(lowest {min(ratios):.2f}x)"
+    )
+    return 0
+
+
 def store_urls(stores: Sequence[str], tmp: Path) -> Mapping[str, Callable[[], str]]:
     counter = iter(range(1_000_000))
     makers: dict[str, Callable[[], str]] = {
@@ -161,7 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, one repeat")
     parser.add_argument("--stores", default="memory,sqlite")
+    parser.add_argument("--pairs", type=int, default=0, help="only the fan-out target, N pairs")
     args = parser.parse_args(argv)
+    if args.pairs:
+        return fan_pairs(args.pairs)
     repeats = 1 if args.quick else 3
     shape_repeats = 1 if args.quick else 7  # the small shapes take well under a second each
     sizes = [100, 1_000, 10_000] if args.quick else [100, 1_000, 10_000, 100_000]
