@@ -98,11 +98,11 @@ def bare_runner(shape: Shape) -> float:
     return time.perf_counter() - t0
 
 
-def make_engine(store_url: str) -> Engine:
+def make_engine(store_url: str, sinks: Sequence[str] = ()) -> Engine:
     config = Config.from_mapping(
         {
             "store": {"url": store_url},
-            "events": {"sinks": []},
+            "events": {"sinks": list(sinks)},
             "execution": {"max_concurrent_steps": WORKERS, "poll_interval": "20ms"},
         }
     )

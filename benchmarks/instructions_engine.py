@@ -1,6 +1,6 @@
 """Instructions per engine step, counted by valgrind: a figure the shared machine cannot blur.
 
-    python benchmarks/instructions_engine.py [--shape fan|chain] [--tree PATH]
+    python benchmarks/instructions_engine.py [--shape fan|chain] [--tree PATH] [--sinks log]
 
 Runs the memory-store engine with handlers inline (as ``profile_engine.py`` does: one thread,
 no hand-overs) under ``valgrind --tool=callgrind`` twice, for 2 and for 7 runs of the same
@@ -39,18 +39,19 @@ steps = [{{"name": n, "handler": "bench.noop", "depends_on": d}} for n, d in sha
 template = template_from_mapping(
     {{"namespace": "bench", "name": "p", "version": "1.0.0", "steps": steps}}
 )
-engine = make_engine("memory://")
+engine = make_engine("memory://", {sinks!r})
 engine.register_template(template)
 engine.list_tasks(limit=1)
 for i in range(int(sys.argv[1])):
     engine.run(TaskRequest("bench", "p", context={{"i": i}}))
+engine.bus.flush(timeout=60)  # the sinks' threads' work counts too
 print(len(shape))
 """
 
 
-def count(tree: Path, shape: str, runs: int) -> tuple[int, int]:
+def count(tree: Path, shape: str, runs: int, sinks: Sequence[str] = ()) -> tuple[int, int]:
     """(instructions, steps per run) of a child process running ``runs`` tasks."""
-    code = _CHILD.format(bench=str(ROOT / "benchmarks"), shape=shape)
+    code = _CHILD.format(bench=str(ROOT / "benchmarks"), shape=shape, sinks=list(sinks))
     env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(tree))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
@@ -73,14 +74,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", choices=("fan", "chain"), default="fan")
     parser.add_argument("--tree", type=Path, default=ROOT)
+    parser.add_argument(
+        "--sinks", default="", help="event sinks, comma-separated (default none: no events)"
+    )
     args = parser.parse_args(argv)
+    sinks = [s for s in args.sinks.split(",") if s]
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
-    few, steps = count(args.tree, args.shape, 2)
-    many, _ = count(args.tree, args.shape, 7)
+    few, steps = count(args.tree, args.shape, 2, sinks)
+    many, _ = count(args.tree, args.shape, 7, sinks)
     per_step = (many - few) / (5 * steps)
-    print(f"{args.shape} of {steps} steps, {args.tree}: {per_step:,.0f} instructions per step")
+    with_sinks = f", sinks {','.join(sinks)}" if sinks else ""
+    print(
+        f"{args.shape} of {steps} steps{with_sinks}, {args.tree}: "
+        f"{per_step:,.0f} instructions per step"
+    )
     return 0
 
 

@@ -2,11 +2,11 @@
 
 Frozen attrs classes: safe to share between threads, and converted to and from rows/JSON by the
 one cattrs converter (tasker_core.serialization). Those made once or more per step and attempt
-(Step, the changes, StepOutcome, WorkItem, Claim) keep a ``__dict__`` instead of slots: attrs then
-builds them by writing the dict directly, ~2x faster than one ``object.__setattr__`` per field
-(what a frozen slotted class needs); the rest are slotted. States are
-plain strings from spec/states.toml (``tasker_core.fsm.TaskState``/``StepState`` are StrEnums, so
-their members compare equal to these strings).
+(Step, the changes, StepOutcome, WorkItem, Claim, Event) keep a ``__dict__`` instead of slots:
+attrs then builds them by writing the dict directly, ~2x faster than one ``object.__setattr__``
+per field (what a frozen slotted class needs); the rest are slotted. States are plain strings
+from spec/states.toml (``tasker_core.fsm.TaskState``/``StepState`` are StrEnums, so their
+members compare equal to these strings).
 
 Changes (``StepChange``, ``TaskChange``) are requests to a Store: compare-and-set on the current
 state, legal per the state table, and carrying only the data their transition needs.
@@ -168,7 +168,7 @@ class StepOutcome:
     duration: float = 0.0
 
 
-@frozen
+@frozen(slots=False)
 class Event:
     """A lifecycle event. ``data`` holds the event's own catalogue fields (step, attempt, ...)."""
 

@@ -480,9 +480,7 @@ class Coordinator:
                 batch,
                 run,
                 "step.completed",
-                step=view.name,
-                attempt=outcome.attempt,
-                duration=outcome.duration,
+                {"step": view.name, "attempt": outcome.attempt, "duration": outcome.duration},
             )
 
     def _failure(
@@ -534,11 +532,13 @@ class Coordinator:
             batch,
             run,
             "step.failed",
-            step=view.name,
-            attempt=outcome.attempt,
-            duration=outcome.duration,
-            error_class=error.error_class,
-            error_message=error.message,
+            {
+                "step": view.name,
+                "attempt": outcome.attempt,
+                "duration": outcome.duration,
+                "error_class": error.error_class,
+                "error_message": error.message,
+            },
         )
         if retry_at is not None:
             heapq.heappush(self._timers, (retry_at, run.task_id, view.index))
@@ -546,11 +546,13 @@ class Coordinator:
                 batch,
                 run,
                 "step.retry_scheduled",
-                step=view.name,
-                attempt=outcome.attempt,
-                retry_at=retry_at,
-                error_class=error.error_class,
-                error_message=error.message,
+                {
+                    "step": view.name,
+                    "attempt": outcome.attempt,
+                    "retry_at": retry_at,
+                    "error_class": error.error_class,
+                    "error_message": error.message,
+                },
             )
 
     # -- dispatch -----------------------------------------------------------------------------
@@ -597,11 +599,13 @@ class Coordinator:
                 )
                 set_state(view, ENQUEUED)
                 if listening:
-                    self._event(batch, run, "step.enqueued", step=name, attempt=view.attempts + 1)
+                    self._event(
+                        batch, run, "step.enqueued", {"step": name, "attempt": view.attempts + 1}
+                    )
                 items.append(WorkItem(task_id, name, now))
             batch.touched.add(task_id)
             if listening:
-                self._event(batch, run, "workflow.steps_ready", steps=[v.name for v in ready])
+                self._event(batch, run, "workflow.steps_ready", {"steps": [v.name for v in ready]})
         if items:
             self.queue.enqueue(items)
         free = self._max_in_flight - len(self._in_flight)
@@ -638,7 +642,7 @@ class Coordinator:
         run.set_state(view, IN_PROGRESS)
         batch.touched.add(task_id)
         if self._listening:
-            self._event(batch, run, "step.started", step=name, attempt=attempt)
+            self._event(batch, run, "step.started", {"step": name, "attempt": attempt})
         ctx = StepContext(  # positional: this runs once per attempt
             task_id,
             task.namespace,
@@ -726,11 +730,11 @@ class Coordinator:
                 run.started_at = now
                 self._event(batch, run, "task.started")
         elif target == TaskState.COMPLETE:
-            self._event(batch, run, "task.completed", duration=now - (run.started_at or now))
+            self._event(batch, run, "task.completed", {"duration": now - (run.started_at or now)})
         elif target == TaskState.ERROR:
-            self._event(batch, run, "task.failed", steps=[v.name for v in run.failed_steps()])
+            self._event(batch, run, "task.failed", {"steps": [v.name for v in run.failed_steps()]})
         elif target == TaskState.PENDING:
-            self._event(batch, run, "workflow.waiting", retry_at=wake_at)
+            self._event(batch, run, "workflow.waiting", {"retry_at": wake_at})
 
     # -- committing ---------------------------------------------------------------------------
 
@@ -762,19 +766,25 @@ class Coordinator:
             self._finished.notify_all()
         self._wake.set()  # the driver's ``until`` may hold now
 
-    def _event(self, batch: _Batch, run: TaskRun, name: str, **data: JSON) -> None:
+    def _event(
+        self, batch: _Batch, run: TaskRun, name: str, data: dict[str, JSON] | None = None
+    ) -> None:
+        """Add an event to the batch: what ``EventBus.make`` builds, with ``data`` given as a
+        new dict rather than keyword arguments (several events a step, and a call with keyword
+        arguments collected into ``**data`` takes the interpreter's slowest call path)."""
         if not self._listening:
             return
         task = run.task
         batch.events.append(
-            self.bus.make(
+            Event(
                 name,
-                task_id=task.id,
-                namespace=task.namespace,
-                workflow=task.name,
-                version=task.version,
-                time=self.clock.now(),
-                **data,
+                self.bus.ids.next(),
+                self.clock.now(),
+                task.id,
+                task.namespace,
+                task.name,
+                task.version,
+                {} if data is None else data,
             )
         )
 
