@@ -66,11 +66,17 @@ const NEXT_RETRY_AT: usize = 10;
 const EXPECT_ATTEMPT: usize = 11;
 const MAX_ATTEMPTS: usize = 12;
 
-/// A change that won its compare-and-set, waiting to be logged in its task's tables.
-struct Logged<'py> {
+/// A task's transition log, the metadata beside it, and its most-recent map.
+#[derive(Clone)]
+struct TaskLogs<'py> {
     log: Bound<'py, PyList>,
     metadata_log: Bound<'py, PyList>,
     recent: Bound<'py, PyDict>,
+}
+
+/// A change that won its compare-and-set, waiting to be logged in its task's tables.
+struct Logged<'py> {
+    logs: TaskLogs<'py>,
     task_id: Bound<'py, PyAny>,
     step: Bound<'py, PyAny>,
     from_state: Bound<'py, PyAny>,
@@ -87,9 +93,7 @@ struct Named<'py> {
     task_id: Bound<'py, PyAny>,
     positions: Bound<'py, PyDict>,
     rows: Bound<'py, PyList>,
-    log: Bound<'py, PyList>,
-    metadata_log: Bound<'py, PyList>,
-    recent: Bound<'py, PyDict>,
+    logs: TaskLogs<'py>,
 }
 
 #[pymethods]
@@ -212,9 +216,11 @@ impl StepBatchApplier {
                     task_id: task_id.clone(),
                     positions: found.cast_into::<PyDict>()?,
                     rows: rows.cast_into::<PyList>()?,
-                    log: log.cast_into::<PyList>()?,
-                    metadata_log: metadata_log.cast_into::<PyList>()?,
-                    recent: recent.cast_into::<PyDict>()?,
+                    logs: TaskLogs {
+                        log: log.cast_into::<PyList>()?,
+                        metadata_log: metadata_log.cast_into::<PyList>()?,
+                        recent: recent.cast_into::<PyDict>()?,
+                    },
                 });
             }
             let Some(table) = named.as_ref() else {
@@ -268,9 +274,7 @@ impl StepBatchApplier {
                 ],
             )?;
             logged.push(Logged {
-                log: table.log.clone(),
-                metadata_log: table.metadata_log.clone(),
-                recent: table.recent.clone(),
+                logs: table.logs.clone(),
                 task_id: task_id.clone(),
                 step: step.clone(),
                 from_state: from_state.clone(),
@@ -339,9 +343,10 @@ impl StepBatchApplier {
             } else if entry.from_state.cast::<PyString>()?.to_str()? == "in_progress" {
                 in_progress.discard((&entry.task_id, &entry.step))?;
             }
-            entry.recent.set_item(&entry.step, entry.log.len())?;
-            entry.log.append(entry.record)?;
-            entry.metadata_log.append(entry.metadata)?;
+            let logs = &entry.logs;
+            logs.recent.set_item(&entry.step, logs.log.len())?;
+            logs.log.append(entry.record)?;
+            logs.metadata_log.append(entry.metadata)?;
         }
         Ok(())
     }
