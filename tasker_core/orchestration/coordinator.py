@@ -769,24 +769,8 @@ class Coordinator:
     def _event(
         self, batch: _Batch, run: TaskRun, name: str, data: dict[str, JSON] | None = None
     ) -> None:
-        """Add an event to the batch: what ``EventBus.make`` builds, with ``data`` given as a
-        new dict rather than keyword arguments (several events a step, and a call with keyword
-        arguments collected into ``**data`` takes the interpreter's slowest call path)."""
-        if not self._listening:
-            return
-        task = run.task
-        batch.events.append(
-            Event(
-                name,
-                self.bus.ids.next(),
-                self.clock.now(),
-                task.id,
-                task.namespace,
-                task.name,
-                task.version,
-                {} if data is None else data,
-            )
-        )
+        if self._listening:
+            batch.events.append(self.bus.task_event(run.task, name, self.clock.now(), data))
 
     def _custom_event(self, run: TaskRun, step: str, name: str, payload: JSON) -> None:
         """Called from handler threads: events go straight to the (thread-safe) bus."""

@@ -62,9 +62,7 @@ class Publisher:
                         task,
                         "step.completed",
                         now,
-                        step=o.step,
-                        attempt=o.attempt,
-                        duration=o.duration,
+                        {"step": o.step, "attempt": o.attempt, "duration": o.duration},
                     )
                 )
                 continue
@@ -75,11 +73,13 @@ class Publisher:
                     task,
                     "step.failed",
                     now,
-                    step=o.step,
-                    attempt=o.attempt,
-                    duration=o.duration,
-                    error_class=error_class,
-                    error_message=message,
+                    {
+                        "step": o.step,
+                        "attempt": o.attempt,
+                        "duration": o.duration,
+                        "error_class": error_class,
+                        "error_message": message,
+                    },
                 )
             )
             failure = failures.get((o.task_id, o.step))
@@ -89,11 +89,13 @@ class Publisher:
                         task,
                         "step.retry_scheduled",
                         now,
-                        step=o.step,
-                        attempt=o.attempt,
-                        retry_at=failure.at,
-                        error_class=error_class,
-                        error_message=message,
+                        {
+                            "step": o.step,
+                            "attempt": o.attempt,
+                            "retry_at": failure.at,
+                            "error_class": error_class,
+                            "error_message": message,
+                        },
                     )
                 )
         self._dispatched(decisions, tasks, now, out)
@@ -114,7 +116,9 @@ class Publisher:
             return
         tasks = self._tasks(sorted({c.task_id for c in claims}))
         out = [
-            self._make(tasks[c.task_id], "step.started", now, step=c.name, attempt=c.attempt)
+            self._make(
+                tasks[c.task_id], "step.started", now, {"step": c.name, "attempt": c.attempt}
+            )
             for c in claims
             if c.task_id in tasks
         ]
@@ -123,7 +127,9 @@ class Publisher:
     def custom(self, task: Task, step: str, name: str, payload: JSON, now: float) -> None:
         """A handler's own event (``ctx.publish``), from its thread."""
         if self.bus.listening:
-            self.bus.emit([self._make(task, f"custom.{name}", now, step=step, payload=payload)])
+            self.bus.emit(
+                [self._make(task, f"custom.{name}", now, {"step": step, "payload": payload})]
+            )
 
     def _dispatched(
         self,
@@ -146,27 +152,25 @@ class Publisher:
                 out.append(self._make(task, "task.started", now))
             ready = [d for d in found if d.kind == "enqueued" and d.step is not None]
             for d in ready:
-                out.append(self._make(task, "step.enqueued", now, step=d.step, attempt=d.attempt))
+                out.append(
+                    self._make(task, "step.enqueued", now, {"step": d.step, "attempt": d.attempt})
+                )
             if ready:
                 names: list[JSON] = [d.step for d in ready]
-                out.append(self._make(task, "workflow.steps_ready", now, steps=names))
+                out.append(self._make(task, "workflow.steps_ready", now, {"steps": names}))
             if "completed" in moves:
                 started = moves["completed"].at
                 duration = now - started if started is not None else 0.0
-                out.append(self._make(task, "task.completed", now, duration=duration))
+                out.append(self._make(task, "task.completed", now, {"duration": duration}))
             elif "failed" in moves:
                 failed: list[JSON] = list(moves["failed"].steps or [])
-                out.append(self._make(task, "task.failed", now, steps=failed))
+                out.append(self._make(task, "task.failed", now, {"steps": failed}))
             elif "waiting" in moves:
-                out.append(self._make(task, "workflow.waiting", now, retry_at=moves["waiting"].at))
+                out.append(
+                    self._make(task, "workflow.waiting", now, {"retry_at": moves["waiting"].at})
+                )
 
-    def _make(self, task: Task, name: str, now: float, **data: JSON) -> Event:
-        return self.bus.make(
-            name,
-            task_id=task.id,
-            namespace=task.namespace,
-            workflow=task.name,
-            version=task.version,
-            time=now,
-            **data,
-        )
+    def _make(
+        self, task: Task, name: str, now: float, data: dict[str, JSON] | None = None
+    ) -> Event:
+        return self.bus.task_event(task, name, now, data)
