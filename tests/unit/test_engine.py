@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import attrs
 import pytest
 from engine_support import Recorder, check_task_history, make_engine, workflow
 from hypothesis import HealthCheck, given, settings
@@ -427,6 +428,29 @@ def test_events_follow_the_catalogue_and_per_step_order() -> None:
     for step in SHAPES["diamond"]:
         assert rec.names(step) == ["step.enqueued", "step.started", "step.completed"]
     assert rec.names()[0] == "task.created" and rec.names()[-1] == "task.completed"
+
+
+def test_task_event_is_make_for_a_task_with_its_data_dict_kept() -> None:
+    from tasker_core import EventBus, Task
+
+    bus = EventBus([], buffer_size=10, batch_size=10, flush_interval=1.0)
+    task = Task("t1", "ns", "wf", "2.0.0", "in_progress", {}, 1.0, 1.0)
+    data = {"step": "a", "attempt": 2}
+    event = bus.task_event(task, "step.started", 5.0, data)
+    made = bus.make(
+        "step.started",
+        task_id="t1",
+        namespace="ns",
+        workflow="wf",
+        version="2.0.0",
+        time=5.0,
+        step="a",
+        attempt=2,
+    )
+    assert attrs.evolve(event, id=made.id) == made
+    assert event.id != made.id  # each event its own id
+    assert event.data is data  # the caller's new dict, not a copy
+    assert bus.task_event(task, "task.started", 6.0).data == {}
 
 
 def test_a_failing_or_blocking_sink_never_breaks_or_blocks_a_run() -> None:
