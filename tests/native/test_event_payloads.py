@@ -224,3 +224,29 @@ def test_any_iterable_of_events(wrap: Callable[[list[Event]], Any]) -> None:
     batch = [event_of({"i": i}) for i in range(3)]
     assert encode_event_payloads(wrap(batch)) == [reference(e) for e in batch]
     assert encode_event_payloads(wrap([])) == []
+
+
+class _Renamed(Event):
+    """An Event subclass whose ``name`` is computed: its instance dict no longer says it."""
+
+    @property
+    def name(self) -> str:
+        return "custom.renamed"
+
+
+def test_events_read_from_their_dict_or_by_attribute_agree_with_the_reference() -> None:
+    """An exact Event is read in one pass over its ``__dict__`` (attrs' field order); anything
+    else, or an Event whose dict is not in that shape, attribute by attribute."""
+    plain = event_of({"step": "a", "attempt": 1})
+    extra = event_of({"step": "b"})
+    object.__setattr__(extra, "cached", 1)  # a ninth entry: read by attribute
+    reordered = event_of({"step": "c"})
+    fields = dict(reordered.__dict__)
+    reordered.__dict__.clear()
+    reordered.__dict__.update(reversed(list(fields.items())))  # same fields, other order
+    renamed = _Renamed("custom.x", "abc-2", 2.5, "t" * 32, "ns", "wf", "1.0.0", {"k": 1})
+    events = [plain, extra, reordered, renamed]
+    fallback = Recorder()
+    assert native.encode_event_payloads(events, fallback) == [reference(e) for e in events]
+    assert fallback.events == []
+    assert b'"name":"custom.renamed"' in reference(renamed)

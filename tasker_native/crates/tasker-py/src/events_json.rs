@@ -14,7 +14,8 @@ use std::fmt::Write as _;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
 /// Containers nested deeper than this go to the fallback (which also reports cycles).
 const MAX_DEPTH: usize = 100;
@@ -153,6 +154,45 @@ fn field_names(py: Python<'_>) -> [&Bound<'_, PyString>; 8] {
     ]
 }
 
+/// `tasker_core.models.Event`, imported on first use.
+static EVENT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// The values of [`COMMON`], in order. For an exact `tasker_core` Event they are read in one
+/// pass over its `__dict__`, which attrs fills in field order (COMMON, then `data`): eight
+/// attribute lookups cost more than the rest of the encoding of a small event. Anything else
+/// (another class, or a dict not in that shape) is read attribute by attribute.
+fn common_values<'py>(
+    event: &Bound<'py, PyAny>,
+    names: &[&Bound<'py, PyString>; 8],
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let py = event.py();
+    let mut values = Vec::with_capacity(COMMON.len());
+    if EVENT
+        .import(py, "tasker_core.models", "Event")
+        .is_ok_and(|event_type| event.get_type().is(event_type))
+    {
+        let fields = event
+            .getattr(intern!(py, "__dict__"))?
+            .cast_into::<PyDict>()?;
+        if fields.len() == names.len() {
+            for ((key, value), name) in fields.iter().zip(names.iter()).take(COMMON.len()) {
+                if !key.is(*name) {
+                    break;
+                }
+                values.push(value);
+            }
+        }
+        if values.len() == COMMON.len() {
+            return Ok(values);
+        }
+        values.clear();
+    }
+    for name in names.iter().take(COMMON.len()) {
+        values.push(event.getattr(*name)?);
+    }
+    Ok(values)
+}
+
 fn write_event(
     buf: &mut Vec<u8>,
     event: &Bound<'_, PyAny>,
@@ -174,10 +214,13 @@ fn write_fields(
     data: &Bound<'_, PyDict>,
     names: &[&Bound<'_, PyString>; 8],
 ) -> Result<(), Stop> {
-    for ((field, opening), attr) in COMMON.iter().zip(OPENINGS).zip(names) {
+    for ((field, opening), value) in COMMON
+        .iter()
+        .zip(OPENINGS)
+        .zip(common_values(event, names)?)
+    {
         buf.extend_from_slice(opening);
-        write_value(buf, &event.getattr(attr)?, 0)
-            .map_err(|stop| at(stop, Segment::Field(field)))?;
+        write_value(buf, &value, 0).map_err(|stop| at(stop, Segment::Field(field)))?;
     }
     for (key, value) in data.iter() {
         let key = key.cast_exact::<PyString>().map_err(|_| Stop::Fallback)?;
