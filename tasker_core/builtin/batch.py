@@ -75,14 +75,13 @@ class Plan:
     transitions: list[PlannedTransition] = field(factory=list)
 
 
-LEGAL_EVENTS: dict[tuple[bool, str, str], str] = {}
-"""(is a step change, from, to) -> event, for pairs the state tables accepted so far (filled by
-:func:`check_events`; a pair missing here may still be legal)."""
+_LEGAL: dict[tuple[bool, str, str], str] = {}
+"""(is a step change, from, to) -> event, for pairs the state tables accepted (fixed)."""
 
 
 def check_events(changes: Sequence[Change]) -> list[str]:
     """Every change's event name, in order; InvalidTransitionError for the first illegal one."""
-    legal = LEGAL_EVENTS
+    legal = _LEGAL
     out: list[str] = []
     for c in changes:
         is_step = type(c) is StepChange

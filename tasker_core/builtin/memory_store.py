@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from tasker_core._native import StepBatchApplier, copy_flat_dict
+from tasker_core._native import StepBatchApplier
 from tasker_core.builtin.batch import (
-    LEGAL_EVENTS,
     STORES_RESULTS,
     Change,
     StepKey,
@@ -74,22 +73,11 @@ def _row(s: Step) -> dict[str, Any]:
     }
 
 
-class _Replay(Exception):
-    """The optimistic pass of ``apply`` met something it leaves to the careful one."""
-
-
 def _undo(undo: list[_Undo]) -> None:
     """Put step rows back, newest first (a row moved twice in a batch ends as it started)."""
     for row, state, attempts in reversed(undo):
         row["state"] = state
         row["attempts"] = attempts
-
-
-def _copy_metadata(value: Any) -> Any:
-    """copy_json for transition metadata, whose usual shape (a small flat dict of str keys to
-    JSON scalars) is copied natively in one call."""
-    copied = copy_flat_dict(value)
-    return copied if copied is not None else copy_json(value, "metadata")
 
 
 def _with(record: _R, names: tuple[str, ...], updates: dict[str, Any]) -> _R:
@@ -195,11 +183,16 @@ class MemoryStore:
             return stored_task, True
 
     def apply(self, changes: Sequence[Change], now: float, atomic: bool = False) -> list[bool]:
-        """Store.apply: the usual batch natively, anything else by :meth:`_apply_python`.
+        """Store.apply: the usual batch natively, anything else by :meth:`_apply_checked`.
 
-        ``StepBatchApplier`` (tasker_native/crates/tasker-py/src/memory_apply.rs) is the
-        optimistic pass of :meth:`_apply_python` for batches of step changes, in one call over
-        this store's own tables; it hands anything unusual back untouched.
+        The rules are batch.py's (the planner the SQLite store uses, and :func:`write_step_fields`
+        / :func:`task_fields` for what a change sets); the hypothesis state machine of the
+        conformance kit holds both stores to the same reference model. ``StepBatchApplier``
+        (tasker_native/crates/tasker-py/src/memory_apply.rs) writes the usual batch (step
+        changes only, legal pairs of known steps, payloads that copy, every compare-and-set won
+        in an atomic batch) in one pass over this store's own tables, and hands anything else
+        back untouched: batches with a task change (a task's first and last), errors and lost
+        compare-and-sets then take the two-pass path, which raises in the planner's order.
         """
         with self._lock:
             self._record("apply", changes=len(changes), now=now)
@@ -207,130 +200,7 @@ class MemoryStore:
             if done is not None:
                 applied, self._sort_key = done
                 return applied
-            return self._apply_python(changes, now, atomic)
-
-    def _apply_python(self, changes: Sequence[Change], now: float, atomic: bool) -> list[bool]:
-        """One optimistic pass, replayed carefully when anything is off.
-
-        The rules are batch.py's (the planner the SQLite store uses, and :func:`write_step_fields`
-        / :func:`task_fields` for what a change sets); the hypothesis state machine of the
-        conformance kit holds both stores to the same reference model. The usual batch (legal
-        transitions of known steps, plain payloads, every compare-and-set won) is written in one
-        pass, each record's previous contents kept aside. Anything else (an error, or a lost
-        compare-and-set in an atomic batch) puts those back and replays the batch through
-        :meth:`_apply_checked`, which raises errors in the planner's order.
-        """
-        undo: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        old_tasks: list[tuple[str, Task]] = []
-        try:
-            applied, out, metadata = self._apply_fast(changes, now, atomic, undo, old_tasks)
-        except BaseException as exc:
-            for row, saved in reversed(undo):
-                row.update(saved)
-            for tid, task in reversed(old_tasks):
-                self._tasks[tid] = task
-            if not isinstance(exc, Exception):
-                raise
             return self._apply_checked(changes, now, atomic)
-        self._log(out, metadata)
-        return applied
-
-    def _apply_fast(
-        self,
-        changes: Sequence[Change],
-        now: float,
-        atomic: bool,
-        undo: list[tuple[dict[str, Any], dict[str, Any]]],
-        old_tasks: list[tuple[str, Task]],
-    ) -> tuple[list[bool], list[_Logged], list[Any]]:
-        """Write the batch in one pass; raise (_Replay or the payload's error) on anything
-        unusual, having recorded in ``undo``/``old_tasks`` what to put back. Returns what was
-        applied, and the transitions to log with their metadata.
-
-        The usual targets' fields are written inline, as :func:`write_step_fields` would (the
-        test holding this pass to :meth:`_apply_checked`, which calls it, keeps them equal).
-        """
-        legal = LEGAL_EVENTS
-        positions = self._positions
-        all_steps = self._steps
-        tasks = self._tasks
-        sort_key = self._sort_key
-        applied = [False] * len(changes)
-        out: list[_Logged] = []
-        metadata_out: list[Any] = []
-        named: dict[str, int] = {}
-        rows: list[dict[str, Any]] = []
-        named_tid = None
-        for i, c in enumerate(changes):
-            is_step = type(c) is StepChange
-            from_state = c.from_state
-            to = c.to_state
-            event = legal.get((is_step, from_state, to))
-            if event is None:
-                raise _Replay  # an illegal pair, or one not looked up yet
-            tid = c.task_id
-            if tid != named_tid:  # batches mostly name one task: look it up once
-                found = positions.get(tid)
-                if found is None:
-                    raise _Replay
-                named, named_tid, rows = found, tid, all_steps[tid]
-            if is_step:
-                assert type(c) is StepChange
-                name = c.step
-                pos = named.get(name)
-                if pos is None:
-                    raise _Replay
-                # Payloads first: a change with a non-JSON payload fails the batch even when
-                # it would lose its compare-and-set.
-                metadata = copy_flat_dict(c.metadata)  # the usual shape, natively
-                if metadata is None:
-                    metadata = copy_json(c.metadata, "metadata")
-                results = c.results
-                if results is not None and to in STORES_RESULTS:
-                    results = copy_json(results, "results")
-                row = rows[pos]
-                attempts = row["attempts"]
-                expect = c.expect_attempt
-                if row["state"] != from_state or (expect is not None and attempts != expect):
-                    if atomic:
-                        raise _Replay
-                    continue
-                undo.append((row, row.copy()))
-                if c.max_attempts is not None:
-                    write_step_fields(row, c, attempts, results, now)
-                elif to == "in_progress":
-                    row["state"] = to
-                    row["updated_at"] = now
-                    row["attempts"] = attempts + 1
-                    row["lease_owner"] = c.lease_owner
-                    row["lease_expires_at"] = c.lease_expires_at
-                    row["next_retry_at"] = None
-                elif to == "complete":
-                    row["state"] = to
-                    row["updated_at"] = now
-                    row["results"] = results
-                    row["error"] = row["lease_owner"] = row["lease_expires_at"] = None
-                elif to == "enqueued":
-                    row["state"] = to
-                    row["updated_at"] = now
-                else:
-                    write_step_fields(row, c, attempts, results, now)
-            else:
-                assert type(c) is TaskChange
-                name = None
-                metadata = _copy_metadata(c.metadata)
-                task = tasks[tid]
-                if task.state != from_state:
-                    if atomic:
-                        raise _Replay
-                    continue
-                old_tasks.append((tid, task))
-                tasks[tid] = _with(task, _TASK_FIELDS, task_fields(c, task.started_at, now))
-            sort_key += 1
-            out.append((tid, name, from_state, to, event, c.reason, now, sort_key))
-            metadata_out.append(metadata)
-            applied[i] = True
-        return applied, out, metadata_out
 
     def _log(self, out: list[_Logged], metadata: list[Any]) -> None:
         """Record applied changes' transitions (numbered already), and which steps are now in
@@ -363,7 +233,7 @@ class MemoryStore:
 
     def _apply_checked(self, changes: Sequence[Change], now: float, atomic: bool) -> list[bool]:
         """Store.apply in two passes: decide every change (raising in the planner's order, with
-        nothing written), then write. The path of batches the optimistic pass gave up on."""
+        nothing written), then write. The path of batches the native pass hands back."""
         events = check_events(changes)
         decided, undo = self._decide(changes)
         if atomic and len(decided) != len(changes):
@@ -426,7 +296,7 @@ class MemoryStore:
                     if not_json is not None:
                         continue  # only looking for missing records now
                     try:
-                        metadata = _copy_metadata(c.metadata)
+                        metadata = copy_json(c.metadata, "metadata")
                         results = (
                             copy_json(c.results, "results")
                             if c.results is not None and c.to_state in STORES_RESULTS
@@ -451,7 +321,7 @@ class MemoryStore:
                     if not_json is not None:
                         continue
                     try:
-                        metadata = _copy_metadata(c.metadata)
+                        metadata = copy_json(c.metadata, "metadata")
                     except TypeError as exc:
                         not_json = exc
                         continue
