@@ -201,6 +201,9 @@ def copy_flat_dict(value: object) -> dict[str, Any] | None:
     """A new dict equal to ``value`` when it is exactly a dict whose keys are exactly str and
     whose values are exactly str, int, bool, None or a finite float; None for anything else."""
 
+def is_flat_dict(value: object) -> bool:
+    """Whether :func:`copy_flat_dict` would copy ``value`` (the check without the copy)."""
+
 @final
 class StepBatchApplier:
     """The memory store's usual batch of step changes applied in one call, over the store's own

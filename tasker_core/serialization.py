@@ -17,7 +17,7 @@ from cattrs import Converter
 from cattrs.preconf.json import make_converter as _make_json_converter
 
 from tasker_core import _native
-from tasker_core._native import copy_flat_dict
+from tasker_core._native import copy_flat_dict, is_flat_dict
 
 if TYPE_CHECKING:
     from tasker_core.models import Event
@@ -183,7 +183,7 @@ def dumps_json(value: Any, where: str = "value") -> str:
     Flat dicts of scalars with string keys (transition metadata, most contexts) skip the
     recursive walk: one native call checks everything they could hold wrongly.
     """
-    if type(value) is dict and copy_flat_dict(value) is not None:
+    if is_flat_dict(value):
         return _ENCODE(value)
     check_json(value, where)
     return _ENCODE(value)

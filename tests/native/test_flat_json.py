@@ -1,4 +1,5 @@
-"""tasker_core._native.copy_flat_dict: the stores' one-call copy of flat JSON objects.
+"""tasker_core._native.copy_flat_dict (and is_flat_dict): the stores' one-call copy of flat JSON
+objects.
 
 The definition it must keep: a new, equal dict (same key order) exactly when the value is an
 exact dict of exact-str keys to exact str/int/bool/None values or finite floats; None for
@@ -15,7 +16,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasker_core._native import copy_flat_dict
+from tasker_core._native import copy_flat_dict, is_flat_dict
 from tasker_core.serialization import copy_json, dumps_json
 
 
@@ -80,6 +81,11 @@ def test_anything_but_an_exact_dict_is_left_to_the_general_path(value: Any) -> N
     if type(value) is dict:
         return  # the dict case is the test above's
     assert copy_flat_dict(value) is None
+
+
+@given(st.one_of(st.dictionaries(_keys, st.one_of(_scalars, _odd), max_size=6), _scalars, _odd))
+def test_is_flat_dict_answers_whether_copy_flat_dict_copies(value: Any) -> None:
+    assert is_flat_dict(value) == (copy_flat_dict(value) is not None)
 
 
 def test_the_stores_copy_and_encode_flat_and_nested_values_alike() -> None:

@@ -12,15 +12,25 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
 pub(crate) fn copy_flat_dict<'py>(
     value: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyDict>>> {
-    let Ok(dict) = value.cast_exact::<PyDict>() else {
-        return Ok(None);
-    };
-    for (key, item) in dict.iter() {
-        if !key.is_exact_instance_of::<PyString>() || !is_flat_scalar(&item) {
-            return Ok(None);
-        }
+    match flat_dict(value) {
+        Some(dict) => dict.copy().map(Some),
+        None => Ok(None),
     }
-    dict.copy().map(Some)
+}
+
+/// Whether `copy_flat_dict(value)` would copy `value`: for callers that only need to know that
+/// it is plain JSON (the SQLite store before encoding it), without the copy.
+#[pyfunction]
+pub(crate) fn is_flat_dict(value: &Bound<'_, PyAny>) -> bool {
+    flat_dict(value).is_some()
+}
+
+/// `value` as a dict, when it is one of the flat shape [`copy_flat_dict`] describes.
+fn flat_dict<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, PyDict>> {
+    let dict = value.cast_exact::<PyDict>().ok()?;
+    dict.iter()
+        .all(|(key, item)| key.is_exact_instance_of::<PyString>() && is_flat_scalar(&item))
+        .then_some(dict)
 }
 
 fn is_flat_scalar(item: &Bound<'_, PyAny>) -> bool {
