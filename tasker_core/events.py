@@ -4,6 +4,12 @@ Orchestration only ever appends to buffers (never waits on a sink). When a sink 
 the engine, its buffer drops the oldest events and counts them; when a sink raises, the batch is
 logged, counted and skipped. So a slow or broken sink can neither block nor break a run.
 ``subscribe("step.*", fn)`` adds in-process subscribers, served by their own sink.
+
+An *inline* sink (``inline = True``) is called on the emitting thread instead, with no buffer or
+thread here: it promises that ``publish`` only hands the events to a bounded queue of its own
+(dropping and counting what does not fit) and returns, so it cannot block a run either. That is
+for sinks whose real work runs outside the GIL (the ``zmq`` sink's native publisher): a Python
+delivery thread would take the GIL from the engine for every batch it handles.
 """
 
 from __future__ import annotations
@@ -123,6 +129,45 @@ class _SinkWorker:
                     self._cond.notify_all()
 
 
+class _InlineSink:
+    """A sink called on the emitting thread (see the module docstring); a raise is logged and
+    counted, never passed to the engine."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+        self.stats = SinkStats()
+
+    def offer(self, events: Sequence[Event]) -> None:
+        try:
+            self.sink.publish(events)
+            self.stats.delivered += len(events)
+        except Exception:
+            self.stats.failures += 1
+            log.exception(
+                "event sink %r failed on a batch of %d events", self.sink.name, len(events)
+            )
+
+    def pending(self) -> int:
+        return 0
+
+    def buffered(self) -> int:
+        return 0
+
+    def flush(self, deadline: float) -> bool:
+        return True
+
+    def close(self, timeout: float) -> None:
+        try:
+            self.sink.close()
+        except Exception:
+            log.exception("event sink %r failed to close", self.sink.name)
+
+
+def is_inline(sink: EventSink) -> bool:
+    """Whether ``sink`` asks to be called on the emitting thread (``inline = True``)."""
+    return getattr(sink, "inline", False) is True
+
+
 class SubscriberSink:
     """Calls in-process subscribers whose glob pattern matches the event name."""
 
@@ -172,7 +217,9 @@ class EventBus:
         flush_interval: float,
     ) -> None:
         self._settings = (buffer_size, batch_size, flush_interval)
-        self._workers = [_SinkWorker(s, *self._settings) for s in sinks]
+        self._workers: list[_SinkWorker | _InlineSink] = [
+            _InlineSink(s) if is_inline(s) else _SinkWorker(s, *self._settings) for s in sinks
+        ]
         self._subscribers: SubscriberSink | None = None
         self._lock = threading.Lock()
         self.ids = EventIds()

@@ -158,6 +158,12 @@ class EventSink(Protocol):
 
     A sink may be slow or raise: the engine isolates it (its failures are logged and counted, and
     its buffer drops the oldest events rather than block orchestration).
+
+    A sink may set ``inline = True`` to be called on the thread that emits the events instead,
+    with no buffer or delivery thread of the engine's: ``publish`` may then run on several
+    threads at once and must only hand the events to a bounded queue of its own (dropping and
+    counting what does not fit), never wait. Worth it only when the sink's real work runs outside
+    the GIL; a raise is still logged and counted, never passed on.
     """
 
     name: str

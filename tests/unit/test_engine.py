@@ -496,6 +496,50 @@ def test_a_failing_or_blocking_sink_never_breaks_or_blocks_a_run() -> None:
     engine.close()
 
 
+def test_an_inline_sink_is_called_on_the_emitting_thread_and_a_raise_is_counted() -> None:
+    from tasker_core.events import EventBus
+
+    class Inline:
+        inline = True
+
+        def __init__(self, name: str, fail: bool) -> None:
+            self.name, self.fail = name, fail
+            self.threads: set[str] = set()
+            self.names: list[str] = []
+            self.closed = False
+
+        def publish(self, events: Any) -> None:
+            self.threads.add(threading.current_thread().name)
+            if self.fail:
+                raise RuntimeError("sink down")
+            self.names += [event.name for event in events]
+
+        def close(self) -> None:
+            self.closed = True
+
+    good, broken = Inline("good", fail=False), Inline("broken", fail=True)
+    recorded: list[str] = []
+    engine = make_engine([workflow("fan", steps_of(SHAPES["fan"]))], {"t.echo": echo})
+    engine.bus = engine.coordinator.bus = EventBus(
+        [good, broken], buffer_size=1000, batch_size=4, flush_interval=0.01
+    )
+    engine.bus.subscribe("*", lambda event: recorded.append(event.name))
+    task = engine.run(TaskRequest("test", "fan"), timeout=20)
+    assert task.state == TaskState.COMPLETE
+    assert engine.bus.flush(timeout=10)
+    # Nothing waits in a buffer for an inline sink, and no delivery thread of its own calls it.
+    assert not any(
+        t.name.startswith(("tasker-sink-good", "tasker-sink-broken")) for t in threading.enumerate()
+    )
+    assert good.threads and not any(name.startswith("tasker-sink-") for name in good.threads)
+    assert good.names == recorded  # every event, in order
+    stats = engine.event_stats()
+    assert stats["good"].delivered == len(recorded) and stats["good"].failures == 0
+    assert stats["broken"].failures >= 1 and stats["broken"].delivered == 0
+    engine.close()
+    assert good.closed and broken.closed
+
+
 def test_lease_of_a_dead_worker_is_reclaimed_and_the_attempt_counted() -> None:
     from tasker_core.builtin.memory_store import MemoryStore
 

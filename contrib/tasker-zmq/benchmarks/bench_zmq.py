@@ -28,7 +28,10 @@
 
 The proxy and subscriber processes run at idle priority (``SCHED_IDLE``; ``--share-cpu`` turns
 that off): in a deployment they are other machines' work, and on this two-core machine they would
-otherwise take the engine's CPU whenever events flow, blurring "on" with their own cost.
+otherwise take the engine's CPU whenever events flow, blurring "on" with their own cost. For the
+same reason each timed run starts only once they have gone quiet (their CPU time has stopped
+growing): a subscriber still decoding the previous round's events would otherwise slow whichever
+setting runs next.
 
 Prints markdown tables (docs/performance.md, "ZeroMQ event bus").
 """
@@ -55,6 +58,8 @@ ANY_PORT = "tcp://127.0.0.1:*"
 CLI = [sys.executable, "-m", "tasker_core.cli", "events"]
 ENV = {**os.environ, "TASKER_LOAD_PLUGINS": "zmq", "PYTHONUNBUFFERED": "1"}
 SETTINGS = ("none", "off", "on", "on_single", "on_pyzmq", "on_task")
+PEERS: list[int] = []
+"""The proxy and subscriber processes' pids (see quiesce)."""
 BACKGROUND = True
 """Run the proxy and subscriber processes at idle priority (see background_priority);
 ``--share-cpu`` turns it off."""
@@ -100,6 +105,30 @@ def background_priority() -> None:
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
+def peer_cpu() -> int:
+    """Clock ticks of CPU the peer processes have used so far (Linux; 0 elsewhere)."""
+    total = 0
+    for pid in PEERS:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def quiesce(timeout: float = 10.0) -> None:
+    """Wait until the peer processes have used no CPU for two 20 ms looks in a row."""
+    deadline = time.monotonic() + timeout
+    last, still = peer_cpu(), 0
+    while still < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        now = peer_cpu()
+        still = still + 1 if now == last else 0
+        last = now
+
+
 def start_proxy() -> tuple[subprocess.Popen[str], str, str]:
     proxy = subprocess.Popen(
         [
@@ -119,6 +148,7 @@ def start_proxy() -> tuple[subprocess.Popen[str], str, str]:
         preexec_fn=background_priority if BACKGROUND else None,
     )
     assert proxy.stdout is not None
+    PEERS.append(proxy.pid)
     ready = json.loads(proxy.stdout.readline())
     return proxy, ready["frontend"], ready["backend"]
 
@@ -135,6 +165,7 @@ def start_subscriber(
         preexec_fn=background_priority if BACKGROUND else None,
     )
     assert sub.stdout is not None and sub.stdout.readline().strip() == "ready"
+    PEERS.append(sub.pid)
     return sub
 
 
@@ -211,6 +242,19 @@ def threads() -> set[int]:
         return set()
 
 
+def native_threads(ids: set[int], name: str) -> set[int]:
+    """Those of ``ids`` whose kernel thread name is ``name`` (threads Python did not start)."""
+    found = set()
+    for native_id in ids:
+        try:
+            with open(f"/proc/self/task/{native_id}/comm", encoding="ascii") as file:
+                if file.read().strip() == name:
+                    found.add(native_id)
+        except OSError:
+            continue
+    return found
+
+
 def named_threads(name: str) -> list[int]:
     """The native ids of this process's Python threads called ``name``."""
     ids = [t.native_id for t in threading.enumerate() if t.name == name]
@@ -258,7 +302,15 @@ def engine_run(width: int, setting: str, frontends: dict[str, str]) -> dict[str,
     engine.register_handler("bench.noop", lambda ctx: None)
     engine.register_template(fanout(width))
     io = set(named_threads("tasker-zmq-io")) & own
-    parts = {"io": io, "libzmq": own - io - set(bus_ids), "bus": set(bus_ids), "log": set(log_ids)}
+    publisher = native_threads(own, "tasker-zmq-pub")
+    parts = {
+        "io": io,
+        "publisher": publisher,
+        "libzmq": own - io - publisher - set(bus_ids),
+        "bus": set(bus_ids),
+        "log": set(log_ids),
+    }
+    quiesce()
     parts_before = {name: sum(thread_cpu(t) for t in ids) for name, ids in parts.items()}
     own_before = sum(thread_cpu(t) for t in own)
     cpu_before = time.process_time()
@@ -356,6 +408,7 @@ def report(
             f"{part} {median(runs[name], f'{key}_us_per_step'):.1f}"
             for key, part in (
                 ("bus", "the bus's delivery thread"),
+                ("publisher", "the native publisher's thread"),
                 ("io", "I/O thread"),
                 ("libzmq", "libzmq's threads"),
             )

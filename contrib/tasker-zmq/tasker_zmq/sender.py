@@ -1,12 +1,14 @@
-"""The native batch sender: every message of a batch through libzmq under one GIL release.
+"""The native publisher: a thread that sends queued events through libzmq without the GIL.
 
-pyzmq releases the GIL for each frame it sends, and each release wakes one of the engine's
-waiting threads; ``tasker_zmq._sender`` sends a whole batch with one release, coalescing
-consecutive events of one name into a message as :func:`tasker_zmq.wire.group` does. It must
-call the very libzmq that made pyzmq's socket (a socket handle means nothing to another copy), so
-:func:`open_native_sender` finds the libzmq this process has already loaded for pyzmq, opens it
-without loading anything (``RTLD_NOLOAD``), and checks its version against pyzmq's. When any of
-that fails the sink sends through pyzmq instead; the reason is logged once per process.
+The engine's threads hand ``tasker_zmq._sender.Publisher`` each batch of encoded events (one
+call, coalescing consecutive events of one name into a message as :func:`tasker_zmq.wire.group`
+does) and return; the publisher's own thread, which owns the socket from then on, sends them and
+reads the socket's subscriptions, never taking the GIL. A Python sending thread would take the
+GIL from the engine for every batch. It must call the very libzmq that made pyzmq's socket (a
+socket handle means nothing to another copy), so :func:`open_native_publisher` finds the libzmq
+this process has already loaded for pyzmq, opens it without loading anything (``RTLD_NOLOAD``),
+and checks its version against pyzmq's. When any of that fails the sink sends through pyzmq
+instead; the reason is logged once per process.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Protocol
 import zmq
 from tasker_core import Event
 
-__all__ = ["NativeSender", "loaded_libzmq", "open_native_sender"]
+__all__ = ["NativePublisher", "loaded_libzmq", "open_native_publisher"]
 
 log = logging.getLogger("tasker.zmq")
 
@@ -26,27 +28,31 @@ _MAPS = Path("/proc/self/maps")
 _logged_fallback = False
 
 
-class NativeSender(Protocol):
-    """What the sink uses of ``tasker_zmq._sender.Sender``."""
+class NativePublisher(Protocol):
+    """What the sink uses of ``tasker_zmq._sender.Publisher``."""
 
     @property
     def path(self) -> str: ...
 
-    def send(
-        self,
-        topics: list[bytes],
-        payloads: list[bytes | None],
-        max_events: int,
-        max_bytes: int,
-    ) -> tuple[int, int, int, int]: ...
+    @property
+    def version(self) -> tuple[int, int, int]: ...
 
-    def send_events(
-        self,
-        events: list[Event],
-        payloads: list[bytes | None],
-        max_events: int,
-        max_bytes: int,
-    ) -> tuple[int, int, int, int]: ...
+    @property
+    def generation(self) -> int: ...
+
+    def push(self, topics: list[bytes], payloads: list[bytes | None]) -> int: ...
+
+    def push_events(self, events: list[Event], payloads: list[bytes | None]) -> int: ...
+
+    def stats(self) -> tuple[int, int, int, int, int]: ...
+
+    def subscriptions(self) -> tuple[int, list[bytes]]: ...
+
+    def queued(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def _mapped_libraries(maps: Path = _MAPS) -> set[Path]:
@@ -84,33 +90,41 @@ def _fallback(reason: str) -> None:
     global _logged_fallback
     if not _logged_fallback:
         _logged_fallback = True
-        log.info("zmq sink: sending through pyzmq, one GIL release per frame: %s", reason)
+        log.info("zmq sink: sending through pyzmq from a Python thread: %s", reason)
 
 
-def open_native_sender(
-    socket: zmq.Socket[bytes], library: Path | None = None
-) -> NativeSender | None:
-    """A native sender bound to ``socket``, or None (reason logged once) to send via pyzmq.
+def open_native_publisher(
+    socket: zmq.Socket[bytes],
+    *,
+    max_events: int,
+    max_bytes: int,
+    capacity: int,
+    library: Path | None = None,
+) -> NativePublisher | None:
+    """A native publisher that has taken ``socket`` over, or None (reason logged once) to send
+    through pyzmq.
 
-    ``library`` overrides the search (tests use it); the file must already be loaded. The
-    sender must be used only by the thread that owns ``socket`` at the time (one at a time), and
-    only while it is open.
+    At most ``max_events`` events and ``max_bytes`` bytes of payload per message; at most
+    ``capacity`` events queued. ``library`` overrides the search (tests use it); the file must
+    already be loaded. The publisher comes started: until its ``stop`` returns the socket is its
+    thread's alone, and the caller must neither use nor close it.
     """
     try:
-        from tasker_zmq._sender import Sender
+        from tasker_zmq._sender import Publisher
     except ImportError as exc:
-        _fallback(f"the native sender is not built ({exc})")
+        _fallback(f"the native publisher is not built ({exc})")
         return None
     path = library if library is not None else loaded_libzmq()
     if path is None:
         _fallback("cannot tell which libzmq file pyzmq loaded")
         return None
     try:
-        sender = Sender(str(path), socket.underlying)
+        publisher = Publisher(str(path), socket.underlying, max_events, max_bytes, capacity)
     except OSError as exc:
         _fallback(str(exc))
         return None
-    if sender.version != zmq.zmq_version_info():
-        _fallback(f"{path} is libzmq {sender.version}, pyzmq uses {zmq.zmq_version_info()}")
+    if publisher.version != zmq.zmq_version_info():
+        _fallback(f"{path} is libzmq {publisher.version}, pyzmq uses {zmq.zmq_version_info()}")
         return None
-    return sender
+    publisher.start()
+    return publisher

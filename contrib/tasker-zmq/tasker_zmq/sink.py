@@ -1,17 +1,25 @@
 """The ``zmq`` event sink: lifecycle events out of an XPUB socket, never blocking the engine.
 
-Threads: the engine's event bus gives each sink a delivery thread of its own, and calls
-:meth:`ZmqSink.publish` there with a batch of events; the sink does its per-event work right
-there: it skips the events nobody subscribes to, encodes the others, and sends them, then reads
-any subscription changes. No queue and no second hand-over: the bus's bounded buffer is the
-sink's queue, and nothing waits, since every send is ``NOBLOCK``. The sink's own I/O thread
-opens and closes the socket, logs drops, and reads subscriptions while no batch comes (it sleeps
-on the socket's notification descriptor, ``ZMQ_FD``). ZeroMQ sockets are not thread-safe, so
-the socket has one owner at a time: whichever thread holds the sink's socket lock, and only
-while it holds it (the lock's hand-over is the full memory barrier ZeroMQ asks for when a
-socket moves between threads).
+Two ways to send, the same wire either way (:attr:`ZmqSink.sender` says which is in use):
 
-Sends never wait: the socket is an XPUB with ``XPUB_NODROP`` and every send is ``NOBLOCK``, so
+- **native** (the usual one): the sink is an *inline* sink (see :class:`tasker_core.EventSink`):
+  the engine's thread that emits a batch calls :meth:`ZmqSink.publish`, which skips the events
+  nobody subscribes to, encodes the others in one native call while they are still in cache, and
+  queues them on the native publisher (:mod:`tasker_zmq.sender`), coalesced into messages. The
+  publisher's own thread owns the socket: it sends the queue and reads subscriptions without ever
+  taking the GIL, so the engine pays for the encoding and nothing else. Its queue is bounded
+  (``events.zmq.hwm`` events): a batch that does not fit is dropped and counted, never waited on.
+- **pyzmq** (the fallback, when the native publisher is not built or pyzmq's libzmq cannot be
+  identified): the event bus gives the sink a delivery thread of its own, which calls
+  :meth:`ZmqSink.publish` with batches from the bus's bounded buffer; it filters, encodes and
+  sends through pyzmq right there. ZeroMQ sockets are not thread-safe, so the socket then has
+  one owner at a time: whichever thread holds the sink's socket lock (the lock's hand-over is the
+  full memory barrier ZeroMQ asks for when a socket moves between threads).
+
+Either way the sink's I/O thread opens and closes the socket and logs drops; in pyzmq's mode it
+also reads subscriptions while no batch comes (asleep on the socket's ``ZMQ_FD``).
+
+Sends never wait: the socket is an XPUB with ``XPUB_NODROP`` and every send is non-blocking, so
 a message that meets a full high-water mark (a slow subscriber, a slow or absent proxy) is
 dropped on the spot and its events counted. XPUB rather than PUB because it also receives the
 subscriptions: events nobody subscribes to are counted and dropped before they cost an
@@ -21,10 +29,6 @@ encoding, "nobody listens" is told apart from "too slow", and
 Consecutive events of a batch that share a name go out as one message (the wire format's
 version 2, :mod:`tasker_zmq.wire`): a fan-out's runs of ``step.started`` and ``step.completed``
 then cost libzmq, the proxy and every subscriber one message each instead of one per event.
-Each batch goes out with one call of the native sender (:mod:`tasker_zmq.sender`): every frame
-through pyzmq's own libzmq with the GIL released once, instead of once per frame. Without it
-(not built, or pyzmq's libzmq not identifiable) the sink sends through pyzmq; the wire is the
-same either way, and :attr:`ZmqSink.sender` says which path is in use.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from tasker_zmq.auth import SUBSCRIBERS, start_authenticator
 from tasker_zmq.keys import KeyPair, load_public_key, load_secret_key
 from tasker_zmq.options import SECTION, ZmqOptions
-from tasker_zmq.sender import NativeSender, open_native_sender
+from tasker_zmq.sender import NativePublisher, open_native_publisher
 from tasker_zmq.wire import MAX_BYTES, SEPARATOR, group
 
 __all__ = ["ZmqSink"]
@@ -54,6 +58,7 @@ __all__ = ["ZmqSink"]
 log = logging.getLogger("tasker.zmq")
 
 _DROP_KINDS = ("no_subscriber", "hwm", "unencodable", "closed")
+_SUBSCRIPTION_POLL = 0.005  # how often wait_for_subscriptions looks at the native publisher's
 _START_TIMEOUT = 30.0  # opening a socket is immediate; this only guards against a wedged thread
 _CLOSE_GRACE = 5.0
 # What json raises for data it cannot write (RecursionError: nested too deep).
@@ -98,8 +103,8 @@ class ZmqSink:
         """Open the socket on the I/O thread; ``native_sender=False`` forces pyzmq's path."""
         self.options = options
         self._want_native = native_sender
-        self._native: NativeSender | None = None
-        self._sender = "pyzmq"  # the path chosen at open; _native is dropped at close
+        self._publisher: NativePublisher | None = None  # set at open, kept after close
+        self._sender = "pyzmq"  # the path chosen at open
         self._keys = _Keys(options)
         # The socket's owner is whoever holds this lock; None: not open yet, or closed.
         self._socket_lock = threading.Lock()
@@ -112,6 +117,14 @@ class ZmqSink:
         # the topic of names someone subscribes to, and the names nobody does.
         self._topics: dict[str, bytes] = {}
         self._unwanted: set[str] = set()
+        # The native path's routing, swapped whole when the publisher's subscriptions change
+        # (engine threads may publish at once): (generation, subscriptions, topics, unwanted).
+        self._routing: tuple[int, frozenset[bytes], dict[str, bytes], set[str]] = (
+            -1,
+            frozenset(),
+            {},
+            set(),
+        )
         self._sent = 0
         self._messages = 0
         self._drops = dict.fromkeys(_DROP_KINDS, 0)
@@ -129,23 +142,28 @@ class ZmqSink:
         if self._start_errors:
             self._close_pipe()
             raise self._start_errors[0]
+        self.inline = self._publisher is not None
+        """Whether the bus calls :meth:`publish` on the emitting thread (the native path)."""
 
     # -- the bus side ------------------------------------------------------------------------
 
     def publish(self, events: Sequence[Event]) -> None:
-        """Filter, encode and send the events on the calling thread; never waits on a peer.
+        """Filter, encode and send (or queue, on the native path) the events; never waits.
 
-        The calling thread owns the socket for the call (the I/O thread holds it only for a
-        moment, to read subscriptions while no batch comes). Nothing is kept: the caller may
-        reuse its sequence once this returns.
+        Safe to call from several threads at once. Nothing is kept: the caller may reuse its
+        sequence once this returns.
         """
         if self._shut():
             self._count("closed", len(events))
             return
-        if not self._subscriptions:  # a new set is swapped in on a change
-            self._count("no_subscriber", len(events))
-            return
         batch = events if type(events) is list else list(events)
+        publisher = self._publisher
+        if publisher is not None:
+            self._queue(publisher, batch)
+            return
+        if not self._subscriptions:  # a new set is swapped in on a change
+            self._count("no_subscriber", len(batch))
+            return
         with self._socket_lock:
             socket = self._socket
             if socket is None or self._closing:  # closed meanwhile
@@ -194,30 +212,36 @@ class ZmqSink:
 
     @property
     def dropped(self) -> int:
-        with self._cond:
-            return sum(self._drops.values())
+        return sum(self._totals()[2].values())
 
     def stats(self) -> dict[str, int]:
         """Events ``sent``, ``dropped``, drops by reason (no_subscriber, hwm, unencodable,
         closed); ``messages`` sent (each of one or more events); ``native_sender``: 1 when
-        batches go out through the native sender, 0 through pyzmq."""
-        with self._cond:
-            return {
-                "sent": self._sent,
-                "messages": self._messages,
-                "dropped": sum(self._drops.values()),
-                **self._drops,
-                "native_sender": int(self._sender == "native"),
-            }
+        the native publisher sends, 0 pyzmq. ``hwm`` counts the events refused at the socket's
+        high-water mark and, on the native path, those that did not fit its queue."""
+        sent, messages, drops = self._totals()
+        return {
+            "sent": sent,
+            "messages": messages,
+            "dropped": sum(drops.values()),
+            **drops,
+            "native_sender": int(self._sender == "native"),
+        }
+
+    def queued(self) -> int:
+        """Events waiting in the native publisher's queue (bounded by ``events.zmq.hwm``); 0 on
+        pyzmq's path, where the event bus's buffer holds them."""
+        publisher = self._publisher
+        return 0 if publisher is None else publisher.queued()
 
     @property
     def sender(self) -> str:
-        """``"native"`` (one GIL release per batch) or ``"pyzmq"`` (one per frame)."""
+        """``"native"`` (the native publisher's thread sends) or ``"pyzmq"``."""
         return self._sender
 
     def subscriptions(self) -> frozenset[str]:
         """The topic prefixes someone downstream subscribes to, as this socket last heard."""
-        return frozenset(s.decode(errors="replace") for s in self._subscriptions)
+        return frozenset(s.decode(errors="replace") for s in self._current_subscriptions())
 
     def wait_for_subscriptions(self, prefixes: Iterable[str] = (), timeout: float = 5.0) -> bool:
         """Wait until each of ``prefixes`` is subscribed (any subscription if none is given).
@@ -228,6 +252,15 @@ class ZmqSink:
         """
         wanted = {p.encode() for p in prefixes}
         deadline = time.monotonic() + timeout
+        if self._publisher is not None:  # its thread reads them; look every few ms
+            while True:
+                heard = self._current_subscriptions()
+                if wanted <= heard if wanted else heard:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0 or self._shut():
+                    return False
+                time.sleep(min(left, _SUBSCRIPTION_POLL))
         with self._cond:
             while not (wanted <= self._subscriptions if wanted else self._subscriptions):
                 left = deadline - time.monotonic()
@@ -255,6 +288,25 @@ class ZmqSink:
         with self._cond:
             self._drops[kind] += n
 
+    def _totals(self) -> tuple[int, int, dict[str, int]]:
+        """Events sent, messages sent, and drops by kind: the sink's own counts plus, on the
+        native path, what the publisher counted (refused at the high-water mark or the queue's
+        bound, or after a failed send)."""
+        with self._cond:
+            sent, messages, drops = self._sent, self._messages, dict(self._drops)
+        if self._publisher is not None:
+            native_sent, native_messages, full, closed, _ = self._publisher.stats()
+            sent += native_sent
+            messages += native_messages
+            drops["hwm"] += full
+            drops["closed"] += closed
+        return sent, messages, drops
+
+    def _current_subscriptions(self) -> frozenset[bytes]:
+        if self._publisher is not None:
+            return self._routes(self._publisher)[1]
+        return self._subscriptions
+
     def _run(self) -> None:
         context = zmq.Context()
         auth: ThreadAuthenticator | None = None
@@ -263,27 +315,37 @@ class ZmqSink:
             try:
                 socket, auth = self._open(context)
                 if self._want_native:
-                    self._native = open_native_sender(socket)
-                    self._sender = "pyzmq" if self._native is None else "native"
+                    self._publisher = open_native_publisher(
+                        socket,
+                        max_events=self.options.events_per_message,
+                        max_bytes=MAX_BYTES,
+                        capacity=self.options.hwm,
+                    )
+                    self._sender = "pyzmq" if self._publisher is None else "native"
                 notify = cast(int, socket.getsockopt(zmq.FD))
-                with self._socket_lock:  # published: from here on, the lock's holder owns it
-                    self._socket = socket
+                if self._publisher is None:
+                    with self._socket_lock:  # published: from now on the lock's holder owns it
+                        self._socket = socket
             except BaseException as exc:
                 self._start_errors.append(exc)
                 return
             finally:
                 self._ready.set()
             try:
-                self._serve(notify)
+                if self._publisher is not None:
+                    self._serve_native(self._publisher)
+                else:
+                    self._serve(notify)
             except Exception:
                 log.exception("zmq sink: the I/O thread failed; events are dropped from now on")
         finally:
+            if self._publisher is not None:
+                self._publisher.stop()  # sends what is queued; the socket is ours again
             with self._socket_lock:  # waits for a batch being sent
                 self._socket = None
                 with self._cond:
                     self._stopped = True
                     self._cond.notify_all()
-                self._native = None  # never used past the socket's life
                 if socket is not None:
                     socket.close(linger=int(self.options.linger * 1000))
             if auth is not None:
@@ -355,6 +417,33 @@ class ZmqSink:
             poller.poll(int(max(0.0, next_report - time.monotonic()) * 1000) + 1)
             self._drain_wakeups()
 
+    def _serve_native(self, publisher: NativePublisher) -> None:
+        """Log drops every ``log_interval`` until closing, or until a send fails."""
+        interval = self.options.log_interval
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        next_report = time.monotonic() + interval
+        while True:
+            with self._cond:
+                closing = self._closing
+            error = publisher.stats()[4]
+            if error:
+                log.error(
+                    "zmq sink: sending failed (%s); events are dropped from now on",
+                    zmq.strerror(error),
+                )
+                with self._cond:
+                    self._stopped = True
+                    self._cond.notify_all()
+                return
+            if time.monotonic() >= next_report:
+                self._report(interval)
+                next_report = time.monotonic() + interval
+            if closing:
+                return
+            poller.poll(int(max(0.0, next_report - time.monotonic()) * 1000) + 1)
+            self._drain_wakeups()
+
     def _drain_wakeups(self) -> None:
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 4096):
@@ -381,29 +470,53 @@ class ZmqSink:
             self._subscriptions = frozenset(subscriptions)
             self._cond.notify_all()
 
-    def _send(self, socket: zmq.Socket[bytes], events: list[Event]) -> None:
-        """Skip the unwanted events, encode the rest in one native call, send them coalesced.
+    def _queue(self, publisher: NativePublisher, events: list[Event]) -> None:
+        """Skip the unwanted events, encode the rest in one native call, queue them."""
+        _, subscriptions, topics, unwanted_names = self._routes(publisher)
+        if not subscriptions:
+            self._count("no_subscriber", len(events))
+            return
+        if b"" in subscriptions:  # everything is wanted: the publisher reads the names itself
+            publisher.push_events(events, self._encode(events))
+            return
+        wanted: list[Event] = []
+        wanted_topics: list[bytes] = []
+        for event in events:
+            topic = topics.get(event.name)
+            if topic is None:
+                if event.name in unwanted_names:
+                    continue
+                topic = _route(event.name, subscriptions, topics, unwanted_names)
+                if topic is None:
+                    continue
+            wanted.append(event)
+            wanted_topics.append(topic)
+        if len(wanted) < len(events):
+            self._count("no_subscriber", len(events) - len(wanted))
+        if wanted:
+            publisher.push(wanted_topics, self._encode(wanted))
 
-        Encoding the whole batch before sending keeps the sends together: the native sender then
-        releases the GIL once for the batch (pyzmq's path once per frame), and libzmq's I/O
-        thread writes the messages in fewer wake-ups.
-        """
+    def _routes(
+        self, publisher: NativePublisher
+    ) -> tuple[int, frozenset[bytes], dict[str, bytes], set[str]]:
+        """The routing for the publisher's current subscriptions (rebuilt when they change)."""
+        routing = self._routing
+        if routing[0] != publisher.generation:
+            generation, prefixes = publisher.subscriptions()
+            routing = (generation, frozenset(prefixes), {}, set())
+            self._routing = routing
+        return routing
+
+    def _send(self, socket: zmq.Socket[bytes], events: list[Event]) -> None:
+        """pyzmq's path: skip the unwanted events, encode the rest in one native call, send
+        them coalesced."""
         counts = [0, 0, 0]  # events sent, events refused at the high-water mark, messages sent
         unwanted = 0
         try:
-            # Someone subscribes to everything: no event to skip, and the native sender reads
-            # each topic from the event's name itself.
-            if self._native is not None and b"" in self._subscriptions:
-                payloads = self._encode(events)
-                limit = self.options.events_per_message
-                result = self._native.send_events(events, payloads, limit, MAX_BYTES)
-                _add_native(counts, result)
-                return
-            topics = self._topics
             wanted: list[Event] = []
             wanted_topics: list[bytes] = []
             for event in events:
-                topic = topics.get(event.name)
+                topic = self._topics.get(event.name)
                 if topic is None:
                     topic = self._route(event.name)
                     if topic is None:
@@ -429,10 +542,6 @@ class ZmqSink:
     ) -> None:
         """Send the events' payloads (None: skipped) under their topics, consecutive events of
         one topic in one message, adding to ``counts`` as they go."""
-        if self._native is not None:
-            limit = self.options.events_per_message
-            _add_native(counts, self._native.send(topics, payloads, limit, MAX_BYTES))
-            return
         # The backend's send: the pyzmq subclass's override only adds RADIO/SERVER options,
         # and skipping it saves a Python call per frame.
         send = zmq.backend.Socket.send
@@ -474,20 +583,15 @@ class ZmqSink:
         return payloads
 
     def _route(self, name: str) -> bytes | None:
-        """The topic of ``name`` if someone subscribes to it (remembered), else None."""
+        """pyzmq's path: the topic of ``name`` if someone subscribes to it, else None."""
         if name in self._unwanted:
             return None
-        topic = name.encode()
-        if any(topic.startswith(prefix) for prefix in self._subscriptions):
-            self._topics[name] = topic
-            return topic
-        self._unwanted.add(name)
-        return None
+        return _route(name, self._subscriptions, self._topics, self._unwanted)
 
     def _report(self, interval: float) -> None:
-        with self._cond:
-            new = {k: self._drops[k] - self._reported[k] for k in _DROP_KINDS}
-            self._reported = dict(self._drops)
+        drops = self._totals()[2]
+        new = {k: drops[k] - self._reported[k] for k in _DROP_KINDS}
+        self._reported = drops
         if new["hwm"]:
             log.warning(
                 "zmq sink: dropped %d events in the last %gs at the high-water mark "
@@ -506,14 +610,17 @@ class ZmqSink:
             )
 
 
-def _add_native(counts: list[int], result: tuple[int, int, int, int]) -> None:
-    """Add a native send's ``(sent, full, messages, error)`` to ``counts``; raise its error."""
-    sent, full, messages, error = result
-    counts[0] += sent
-    counts[1] += full
-    counts[2] += messages
-    if error:
-        raise zmq.ZMQError(error)
+def _route(
+    name: str, subscriptions: frozenset[bytes], topics: dict[str, bytes], unwanted: set[str]
+) -> bytes | None:
+    """The topic of ``name`` if one of ``subscriptions`` is a prefix of it, else None; the
+    answer is remembered in ``topics`` or ``unwanted``."""
+    topic = name.encode()
+    if any(topic.startswith(prefix) for prefix in subscriptions):
+        topics[name] = topic
+        return topic
+    unwanted.add(name)
+    return None
 
 
 def _readable(socket: zmq.Socket[bytes]) -> bool:

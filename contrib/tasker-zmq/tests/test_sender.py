@@ -1,11 +1,14 @@
-"""The native batch sender against pyzmq's path: same bytes on the wire (the same messages,
-coalesced by the same rule), same counts."""
+"""The native publisher against pyzmq's path: same bytes on the wire (the same messages,
+coalesced by the same rule), same counts; its queue's bound, and its own checks."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from tasker_core import Event, encode_event_payloads
 
 from tasker_zmq import ZmqOptions, ZmqSink
 from tasker_zmq import sender as sender_module
-from tasker_zmq.sender import NativeSender, loaded_libzmq, open_native_sender
+from tasker_zmq.sender import NativePublisher, loaded_libzmq, open_native_publisher
 from tasker_zmq.wire import MAX_BYTES, MAX_EVENTS, decode, encode, encode_messages, group
 
 ANY_PORT = "tcp://127.0.0.1:*"
@@ -137,22 +140,34 @@ def test_one_event_per_message_is_the_first_wire_format(native: bool) -> None:
     assert stats["sent"] == stats["messages"] == len(batch)
 
 
-@pytest.fixture(scope="module")
-def pair() -> Any:
-    """A PAIR socket pair over inproc, the sending end bound to a native sender."""
+_PAIRS = itertools.count()
+
+
+@contextmanager
+def publisher_pair(
+    max_events: int = MAX_EVENTS, max_bytes: int = MAX_BYTES, capacity: int = 1_000_000
+) -> Iterator[tuple[NativePublisher, zmq.Socket[bytes]]]:
+    """A PAIR socket pair over inproc, the sending end taken over by a started publisher;
+    the publisher is stopped before the sockets close."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     out, into = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
     for socket in (out, into):
         socket.setsockopt(zmq.SNDHWM, 0)
         socket.setsockopt(zmq.RCVHWM, 0)
-    out.bind("inproc://native-sender")
-    into.connect("inproc://native-sender")
-    native = open_native_sender(out)
-    assert native is not None
-    yield native, into
-    out.close(linger=0)
-    into.close(linger=0)
-    context.term()
+    address = f"inproc://native-publisher-{next(_PAIRS)}"
+    out.bind(address)
+    into.connect(address)
+    publisher = open_native_publisher(
+        out, max_events=max_events, max_bytes=max_bytes, capacity=capacity
+    )
+    assert publisher is not None
+    try:
+        yield publisher, into
+    finally:
+        publisher.stop()
+        out.close(linger=0)
+        into.close(linger=0)
+        context.term()
 
 
 @needs_native
@@ -165,13 +180,9 @@ def pair() -> Any:
     max_events=st.integers(0, 5),
     max_bytes=st.integers(0, 30),
 )
-def test_the_native_sender_coalesces_by_the_same_rule_as_wire_group(
-    pair: tuple[NativeSender, zmq.Socket[bytes]],
-    items: list[tuple[bytes, bytes | None]],
-    max_events: int,
-    max_bytes: int,
+def test_the_native_publisher_coalesces_by_the_same_rule_as_wire_group(
+    items: list[tuple[bytes, bytes | None]], max_events: int, max_bytes: int
 ) -> None:
-    native, into = pair
     topics = [topic for topic, _ in items]
     payloads = [payload for _, payload in items]
     expected = [
@@ -179,50 +190,90 @@ def test_the_native_sender_coalesces_by_the_same_rule_as_wire_group(
         for topic, parts in group(topics, payloads, max_events, max_bytes)
     ]
     kept = sum(payload is not None for payload in payloads)
-    assert native.send(topics, payloads, max_events, max_bytes) == (kept, 0, len(expected), 0)
-    assert [into.recv_multipart() for _ in expected] == expected
-    assert not into.poll(0)
+    with publisher_pair(max_events, max_bytes) as (publisher, into):
+        assert publisher.push(topics, payloads) == kept
+        publisher.stop()  # sends what is queued first
+        assert publisher.stats() == (kept, len(expected), 0, 0, 0)
+        assert [into.recv_multipart() for _ in expected] == expected
+        assert not into.poll(0)
 
 
-class Recording:
-    """Passes calls to the native sender and adds up what it reports."""
+@needs_native
+def test_the_native_queue_is_bounded_drops_whole_messages_and_counts_them() -> None:
+    """Before the thread starts nothing leaves the queue: what passes its capacity is refused
+    at once (whole messages), and the rest goes out in order once it runs."""
+    from tasker_zmq._sender import Publisher
 
-    def __init__(self, inner: NativeSender) -> None:
-        self.inner = inner
-        self.path = inner.path
-        self.sent = self.full = self.calls = 0
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    out, into = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+    out.bind("inproc://native-queue")
+    into.connect("inproc://native-queue")
+    assert LIBZMQ is not None
+    publisher = Publisher(str(LIBZMQ), out.underlying, 4, MAX_BYTES, 10)
+    try:
+        # Runs of 3, 4 (a full message) and 5 (messages of 4 and 1) events.
+        topics = [b"a"] * 3 + [b"b"] * 4 + [b"c"] * 5
+        payloads: list[bytes | None] = [f"{i}".encode() for i in range(len(topics))]
+        # a(3) and b(4) fit; c's first message (4) would make 11 > 10; its last (1) fits.
+        assert publisher.push(topics, payloads) == 8
+        assert publisher.queued() == 8
+        assert publisher.stats()[2] == 4
+        publisher.start()
+        received = [into.recv_multipart() for _ in range(3)]
+        assert received == [[b"a", b"0\n1\n2"], [b"b", b"3\n4\n5\n6"], [b"c", b"11"]]
+        publisher.stop()
+        assert publisher.push([b"a"], [b"late"]) == 0
+        assert publisher.stats() == (8, 3, 4, 1, 0)
+        assert publisher.queued() == 0
+        with pytest.raises(RuntimeError, match="already started"):
+            publisher.start()
+    finally:
+        publisher.stop()
+        out.close(linger=0)
+        into.close(linger=0)
+        context.term()
 
-    def send(
-        self,
-        topics: list[bytes],
-        payloads: list[bytes | None],
-        max_events: int,
-        max_bytes: int,
-    ) -> tuple[int, int, int, int]:
-        return self.add(self.inner.send(topics, payloads, max_events, max_bytes))
 
-    def send_events(
-        self,
-        events: list[Event],
-        payloads: list[bytes | None],
-        max_events: int,
-        max_bytes: int,
-    ) -> tuple[int, int, int, int]:
-        return self.add(self.inner.send_events(events, payloads, max_events, max_bytes))
+@needs_native
+def test_the_native_publisher_hears_subscriptions_and_their_end() -> None:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    xpub = context.socket(zmq.XPUB)
+    port = xpub.bind_to_random_port("tcp://127.0.0.1")
+    publisher = open_native_publisher(
+        xpub, max_events=MAX_EVENTS, max_bytes=MAX_BYTES, capacity=100
+    )
+    assert publisher is not None
 
-    def add(self, result: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-        self.sent += result[0]
-        self.full += result[1]
-        self.calls += 1
-        return result
+    def heard(want: set[bytes]) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if set(publisher.subscriptions()[1]) == want:
+                return True
+            time.sleep(0.005)
+        return False
+
+    sub = context.socket(zmq.SUB)
+    try:
+        start = publisher.generation
+        sub.connect(f"tcp://127.0.0.1:{port}")
+        sub.setsockopt(zmq.SUBSCRIBE, b"step.")
+        sub.setsockopt(zmq.SUBSCRIBE, b"task.failed")
+        assert heard({b"step.", b"task.failed"})
+        assert publisher.generation > start
+        sub.setsockopt(zmq.UNSUBSCRIBE, b"step.")
+        assert heard({b"task.failed"})
+        assert publisher.subscriptions()[0] == publisher.generation
+    finally:
+        publisher.stop()
+        sub.close(linger=0)
+        xpub.close(linger=0)
+        context.term()
 
 
 @needs_native
 def test_the_native_path_counts_high_water_mark_drops_and_never_tears_a_message() -> None:
     sink = ZmqSink(ZmqOptions.from_mapping({"bind": ANY_PORT, "hwm": 100, "linger": "0s"}))
-    assert sink.sender == "native" and sink._native is not None
-    recording = Recording(sink._native)
-    sink._native = recording  # the I/O thread reads the attribute per batch
+    assert sink.sender == "native" and sink.inline
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sleeper = context.socket(zmq.SUB)  # reads nothing until the sink is done
     sleeper.setsockopt(zmq.RCVHWM, 10)
@@ -234,9 +285,10 @@ def test_the_native_path_counts_high_water_mark_drops_and_never_tears_a_message(
     try:
         assert sink.wait_for_subscriptions([""], timeout=10)
         deadline = time.monotonic() + 30
-        while recording.full == 0 and time.monotonic() < deadline:
+        while sink.stats()["hwm"] == 0 and time.monotonic() < deadline:
             sink.publish(batch)
             published += len(batch)
+            assert sink.queued() <= 100  # the queue's bound: events.zmq.hwm events
             time.sleep(0.001)
         sink.close()
         received: list[list[bytes]] = []
@@ -245,10 +297,8 @@ def test_the_native_path_counts_high_water_mark_drops_and_never_tears_a_message(
     finally:
         sleeper.close(linger=0)
         context.term()
-    assert recording.full > 0, "the socket never refused a message"
     stats = sink.stats()
-    assert stats["sent"] == recording.sent
-    assert stats["hwm"] >= recording.full  # plus any the sink's queue refused
+    assert stats["hwm"] > 0, "the socket never refused a message"
     assert stats["sent"] + stats["dropped"] == published
     assert 0 < len(received) <= stats["messages"]
     for message in received:  # whole [topic, payload] messages only, every event named as topic
@@ -291,7 +341,7 @@ def test_without_the_extension_built_the_sink_sends_through_pyzmq(
         sink = ZmqSink(ZmqOptions.from_mapping({"bind": ANY_PORT}))
     sink.close()
     assert sink.sender == "pyzmq"
-    assert any("native sender is not built" in r.getMessage() for r in caplog.records)
+    assert any("native publisher is not built" in r.getMessage() for r in caplog.records)
 
 
 def test_a_library_that_is_not_loaded_is_refused_not_loaded(
@@ -301,7 +351,9 @@ def test_a_library_that_is_not_loaded_is_refused_not_loaded(
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     socket = context.socket(zmq.PUB)
     try:
-        assert open_native_sender(socket, tmp_path / "libzmq.so.5") is None
+        missing = tmp_path / "libzmq.so.5"
+        limits = {"max_events": MAX_EVENTS, "max_bytes": MAX_BYTES, "capacity": 10}
+        assert open_native_publisher(socket, library=missing, **limits) is None
     finally:
         socket.close(linger=0)
         context.term()
@@ -323,26 +375,25 @@ def test_the_bundled_libzmq_wins_and_an_ambiguous_process_gets_none(tmp_path: Pa
 
 
 @needs_native
-def test_the_native_sender_checks_its_arguments() -> None:
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    socket = context.socket(zmq.PUB)
-    try:
-        sender = open_native_sender(socket)
-        assert sender is not None
-        limits = (MAX_EVENTS, MAX_BYTES)
+def test_the_native_publisher_checks_its_arguments() -> None:
+    with publisher_pair() as (publisher, into):
         with pytest.raises(TypeError, match="2 topics but 1 payloads"):
-            sender.send([b"a", b"b"], [b"1"], *limits)
+            publisher.push([b"a", b"b"], [b"1"])
         with pytest.raises(TypeError, match="topic must be bytes"):
-            sender.send(["a"], [b"1"], *limits)  # type: ignore[list-item]
-        assert sender.send([b"a"], [None], *limits) == (0, 0, 0, 0)
+            publisher.push(["a"], [b"1"])  # type: ignore[list-item]
+        with pytest.raises(TypeError, match="payload must be bytes or None"):
+            publisher.push([b"a"], ["1"])  # type: ignore[list-item]
+        assert publisher.push([b"a"], [None]) == 0
         bad = Event("step.started", "x", 1.0, "t", "ns", "wf", "1", {})
         object.__setattr__(bad, "name", 3)
         with pytest.raises(TypeError, match="name must be a str"):
-            sender.send_events([events(1)[0], bad], [b"1", b"2"], *limits)
+            publisher.push_events([events(1)[0], bad], [b"1", b"2"])
         with pytest.raises(TypeError, match="2 events but 1 payloads"):
-            sender.send_events(events(2), [b"1"], *limits)
-        with pytest.raises(OverflowError):
-            sender.send([b"a"], [b"1"], -1, MAX_BYTES)
-    finally:
-        socket.close(linger=0)
-        context.term()
+            publisher.push_events(events(2), [b"1"])
+        publisher.stop()
+        assert publisher.stats() == (0, 0, 0, 0, 0)  # a bad batch queues nothing
+        assert not into.poll(0)
+    from tasker_zmq._sender import Publisher
+
+    with pytest.raises(OSError, match="NULL"):
+        Publisher(str(LIBZMQ), 0, MAX_EVENTS, MAX_BYTES, 10)

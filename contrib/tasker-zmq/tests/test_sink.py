@@ -99,7 +99,8 @@ def test_a_subscriber_that_never_reads_cannot_hold_up_a_10000_step_run(
         def watch() -> None:
             nonlocal highest
             while running.is_set():
-                highest = max(highest, engine.bus.buffered())
+                # The bus's buffer on pyzmq's path, the native publisher's queue otherwise.
+                highest = max(highest, engine.bus.buffered() + sink.queued())
                 time.sleep(0.001)
 
         watcher = threading.Thread(target=watch)
@@ -114,7 +115,8 @@ def test_a_subscriber_that_never_reads_cannot_hold_up_a_10000_step_run(
         sleeper.close(linger=0)
         context.term()
     assert task.state == "complete"
-    assert 0 < highest <= buffer_size
+    assert highest <= (50 if sink.inline else buffer_size)
+    assert sink.inline or highest > 0  # the native queue is drained too fast to be seen full
     stats = sink.stats()
     assert stats["hwm"] > 0
     assert stats["sent"] + stats["dropped"] + engine.event_stats()["zmq"].dropped >= 30_000
