@@ -41,6 +41,9 @@ const ZMQ_SNDMORE: c_int = 2;
 const GATHER: Duration = Duration::from_millis(10);
 /// Queued events that wake the thread before `GATHER` has passed (at most half the capacity).
 const WAKE_AT: usize = 256;
+/// How long the thread sleeps after a round with nothing to send; the first push after such a
+/// round wakes it at once, so an idle bus neither spins nor delays the next event.
+const IDLE: Duration = Duration::from_millis(200);
 
 type ZmqSend = unsafe extern "C" fn(*mut c_void, *const c_void, usize, c_int) -> c_int;
 type ZmqErrno = unsafe extern "C" fn() -> c_int;
@@ -81,6 +84,8 @@ struct Queue {
     events: usize,
     /// The thread waits on the condition variable: a push must wake it.
     sleeping: bool,
+    /// The thread's last round sent nothing: the next push wakes it whatever its size.
+    idle: bool,
     /// `stop` was called: no more pushes; the thread sends what is queued and ends.
     stopping: bool,
 }
@@ -469,7 +474,7 @@ impl Publisher {
                     queued += n;
                 }
             }
-            queue.sleeping && queue.events >= shared.wake_at
+            queued > 0 && queue.sleeping && (queue.idle || queue.events >= shared.wake_at)
         };
         if wake {
             shared.wake.notify_one();
@@ -509,13 +514,15 @@ fn run(shared: &Shared) {
             let mut queue = locked(&shared.queue);
             if queue.events < shared.wake_at && !queue.stopping {
                 queue.sleeping = true;
+                let wait = if queue.idle { IDLE } else { GATHER };
                 queue = shared
                     .wake
-                    .wait_timeout(queue, GATHER)
+                    .wait_timeout(queue, wait)
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .0;
                 queue.sleeping = false;
             }
+            queue.idle = queue.messages.is_empty();
             batch.extend(queue.messages.drain(..));
             queue.events = 0;
             queue.stopping
