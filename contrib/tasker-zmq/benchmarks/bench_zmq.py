@@ -19,12 +19,14 @@
      sender before the native batch sender, measured in the same rounds,
    - ``[log, zmq]`` with a subscriber of ``task.`` only.
    Reported: steps/s, the on/off ratio of each round (median), process CPU per step, and the
-   CPU of the sink's own threads per step, in all and by thread (the event bus's delivery thread
-   for the sink, where it filters, encodes and sends; its I/O thread; libzmq's). Also the `log`
-   sink's delivery thread, on and off: the engine's events die on whichever delivery thread lets
-   go of them last, so freeing them moves onto the zmq sink's thread when it is on, a cost that
-   is not the sink's (with it off, the log thread pays it). Target: the sink costs under 10% of
-   steps/s.
+   CPU of the sink's own threads per step, in all and by thread: on the native path the
+   publisher's thread (sends, reads subscriptions) and libzmq's, while filtering and encoding
+   run on the engine's threads and show only in process CPU on vs off; on pyzmq's path the event
+   bus's delivery thread for the sink, where it filters, encodes and sends. Also the `log`
+   sink's delivery thread, on and off: the engine's events die on whichever thread lets go of
+   them last, so with pyzmq's path freeing them moves onto the zmq sink's delivery thread, a cost
+   that is not the sink's (with it off, the log thread pays it). Target: the sink costs under 10%
+   of steps/s.
 
 The proxy and subscriber processes run at idle priority (``SCHED_IDLE``; ``--share-cpu`` turns
 that off): in a deployment they are other machines' work, and on this two-core machine they would
