@@ -20,28 +20,6 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 /// Containers nested deeper than this go to the fallback (which also reports cycles).
 const MAX_DEPTH: usize = 100;
 
-/// The fields `Event.to_dict` writes first, in its order; `data` follows.
-const COMMON: [&str; 7] = [
-    "name",
-    "id",
-    "time",
-    "task_id",
-    "namespace",
-    "workflow",
-    "version",
-];
-
-/// The text before each common field's value.
-const OPENINGS: [&[u8]; 7] = [
-    b"{\"name\":",
-    b",\"id\":",
-    b",\"time\":",
-    b",\"task_id\":",
-    b",\"namespace\":",
-    b",\"workflow\":",
-    b",\"version\":",
-];
-
 /// Why an event was not written natively.
 enum Stop {
     /// Outside the native subset: the fallback writes the event.
@@ -74,12 +52,15 @@ pub(crate) fn encode_event_payloads<'py>(
 ) -> PyResult<Bound<'py, PyList>> {
     let py = events.py();
     let names = field_names(py);
+    // Resolved once per batch; if tasker_core.models cannot be imported, every event is read
+    // attribute by attribute.
+    let event_type = EVENT.import(py, "tasker_core.models", "Event").ok();
     let mut payloads = Vec::with_capacity(events.len().unwrap_or(0));
     let mut buf = Vec::with_capacity(512);
     for (index, event) in events.try_iter()?.enumerate() {
         let event = event?;
         buf.clear();
-        match write_event(&mut buf, &event, &names) {
+        match write_event(&mut buf, &event, event_type, &names) {
             Ok(()) => payloads.push(PyBytes::new(py, &buf)),
             Err(Stop::Fallback) => payloads.push(
                 fallback
@@ -140,7 +121,8 @@ fn not_finite(event: &Bound<'_, PyAny>, index: usize, value: f64, path: &[Segmen
     ))
 }
 
-/// The interned attribute names of [`COMMON`] and `data`, looked up once per call.
+/// The interned attribute names of the common fields, in the order `Event.to_dict` writes
+/// them, and `data`, looked up once per call.
 fn field_names(py: Python<'_>) -> [&Bound<'_, PyString>; 8] {
     [
         intern!(py, "name"),
@@ -157,50 +139,81 @@ fn field_names(py: Python<'_>) -> [&Bound<'_, PyString>; 8] {
 /// `tasker_core.models.Event`, imported on first use.
 static EVENT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-/// The values of [`COMMON`], in order. For an exact `tasker_core` Event they are read in one
-/// pass over its `__dict__`, which attrs fills in field order (COMMON, then `data`): eight
-/// attribute lookups cost more than the rest of the encoding of a small event. Anything else
-/// (another class, or a dict not in that shape) is read attribute by attribute.
-fn common_values<'py>(
+/// The values of the common fields then `data`, in order, for an exact `tasker_core` Event whose
+/// `__dict__` holds exactly those fields in that order (attrs fills it in field order); None
+/// for any other event. One pass over the dict costs less than eight attribute lookups, which
+/// cost more than the rest of the encoding of a small event. For such an Event each value is
+/// what its attribute lookup returns: the class has no descriptor of those names.
+fn dict_values<'py>(
     event: &Bound<'py, PyAny>,
+    event_type: Option<&Bound<'py, PyType>>,
     names: &[&Bound<'py, PyString>; 8],
-) -> PyResult<Vec<Bound<'py, PyAny>>> {
-    let py = event.py();
-    let mut values = Vec::with_capacity(COMMON.len());
-    if EVENT
-        .import(py, "tasker_core.models", "Event")
-        .is_ok_and(|event_type| event.get_type().is(event_type))
-    {
-        let fields = event
-            .getattr(intern!(py, "__dict__"))?
-            .cast_into::<PyDict>()?;
-        if fields.len() == names.len() {
-            for ((key, value), name) in fields.iter().zip(names.iter()).take(COMMON.len()) {
-                if !key.is(*name) {
-                    break;
-                }
-                values.push(value);
-            }
-        }
-        if values.len() == COMMON.len() {
-            return Ok(values);
-        }
-        values.clear();
+) -> PyResult<Option<[Bound<'py, PyAny>; 8]>> {
+    if !event_type.is_some_and(|event_type| event.is_exact_instance(event_type)) {
+        return Ok(None);
     }
-    for name in names.iter().take(COMMON.len()) {
-        values.push(event.getattr(*name)?);
+    let fields = event
+        .getattr(intern!(event.py(), "__dict__"))?
+        .cast_into::<PyDict>()?;
+    if fields.len() != names.len() {
+        return Ok(None);
     }
-    Ok(values)
+    let mut items = fields.iter();
+    // The value of the next item if its key is `name` (the interned name attrs set).
+    let mut next = |name: &Bound<'py, PyString>| {
+        items
+            .next()
+            .and_then(|(key, value)| key.is(name).then_some(value))
+    };
+    // In order, stopping at the first miss, and never asking the dict for a ninth item.
+    let mut read = || {
+        Some([
+            next(names[0])?,
+            next(names[1])?,
+            next(names[2])?,
+            next(names[3])?,
+            next(names[4])?,
+            next(names[5])?,
+            next(names[6])?,
+            next(names[7])?,
+        ])
+    };
+    Ok(read())
 }
 
 fn write_event(
     buf: &mut Vec<u8>,
     event: &Bound<'_, PyAny>,
+    event_type: Option<&Bound<'_, PyType>>,
     names: &[&Bound<'_, PyString>; 8],
 ) -> Result<(), Stop> {
+    if let Some([common @ .., data]) = dict_values(event, event_type, names)? {
+        let data = data.cast_exact::<PyDict>().map_err(|_| Stop::Fallback)?;
+        return write_checked(buf, &common, data);
+    }
+    // Attribute by attribute, `data` first: an event without a dict there goes to the
+    // fallback whatever its other attributes do.
     let data = event.getattr(names[7])?;
     let data = data.cast_exact::<PyDict>().map_err(|_| Stop::Fallback)?;
-    match write_fields(buf, event, data, names) {
+    let common = [
+        event.getattr(names[0])?,
+        event.getattr(names[1])?,
+        event.getattr(names[2])?,
+        event.getattr(names[3])?,
+        event.getattr(names[4])?,
+        event.getattr(names[5])?,
+        event.getattr(names[6])?,
+    ];
+    write_checked(buf, &common, data)
+}
+
+/// [`write_fields`], unless `data` may override a common field that does not encode.
+fn write_checked(
+    buf: &mut Vec<u8>,
+    common: &[Bound<'_, PyAny>; 7],
+    data: &Bound<'_, PyDict>,
+) -> Result<(), Stop> {
+    match write_fields(buf, common, data) {
         // A data key named like a common field replaces that field's value in to_dict, so the
         // reference may fail elsewhere first, or not at all: the fallback's case.
         Err(Stop::NotFinite { .. }) if overrides_common(data) => Err(Stop::Fallback),
@@ -208,24 +221,47 @@ fn write_event(
     }
 }
 
+/// Whether `key` names a common field (which `Event.to_dict` writes before `data`).
+fn is_common(key: &str) -> bool {
+    matches!(
+        key,
+        "name" | "id" | "time" | "task_id" | "namespace" | "workflow" | "version"
+    )
+}
+
+/// A common field: the text before its value (its key), then the value.
+#[inline(always)]
+fn write_field(
+    buf: &mut Vec<u8>,
+    opening: &[u8],
+    field: &'static str,
+    value: &Bound<'_, PyAny>,
+) -> Result<(), Stop> {
+    buf.extend_from_slice(opening);
+    write_value(buf, value, 0).map_err(|stop| at(stop, Segment::Field(field)))
+}
+
 fn write_fields(
     buf: &mut Vec<u8>,
-    event: &Bound<'_, PyAny>,
+    common: &[Bound<'_, PyAny>; 7],
     data: &Bound<'_, PyDict>,
-    names: &[&Bound<'_, PyString>; 8],
 ) -> Result<(), Stop> {
-    for ((field, opening), value) in COMMON
-        .iter()
-        .zip(OPENINGS)
-        .zip(common_values(event, names)?)
-    {
-        buf.extend_from_slice(opening);
-        write_value(buf, &value, 0).map_err(|stop| at(stop, Segment::Field(field)))?;
-    }
-    for (key, value) in data.iter() {
+    // One call per field, so that each opening is copied with its length known.
+    let [name, id, time, task_id, namespace, workflow, version] = common;
+    write_field(buf, b"{\"name\":", "name", name)?;
+    write_field(buf, b",\"id\":", "id", id)?;
+    write_field(buf, b",\"time\":", "time", time)?;
+    write_field(buf, b",\"task_id\":", "task_id", task_id)?;
+    write_field(buf, b",\"namespace\":", "namespace", namespace)?;
+    write_field(buf, b",\"workflow\":", "workflow", workflow)?;
+    write_field(buf, b",\"version\":", "version", version)?;
+    let items = data.iter();
+    // As many items as the dict holds, so it is not asked once more for none.
+    let count = items.len();
+    for (key, value) in items.take(count) {
         let key = key.cast_exact::<PyString>().map_err(|_| Stop::Fallback)?;
         let key = key.to_str().map_err(|_| Stop::Fallback)?;
-        if COMMON.contains(&key) {
+        if is_common(key) {
             return Err(Stop::Fallback);
         }
         buf.push(b',');
@@ -248,7 +284,7 @@ fn overrides_common(data: &Bound<'_, PyDict>) -> bool {
     data.keys().iter().any(|key| {
         key.cast_exact::<PyString>()
             .ok()
-            .and_then(|key| key.to_str().ok().map(|key| COMMON.contains(&key)))
+            .and_then(|key| key.to_str().ok().map(is_common))
             .unwrap_or(true)
     })
 }
@@ -262,10 +298,20 @@ fn at(mut stop: Stop, segment: Segment) -> Stop {
 }
 
 fn write_value(buf: &mut Vec<u8>, value: &Bound<'_, PyAny>, depth: usize) -> Result<(), Stop> {
+    // Strings (most values) here, the rest out of line.
     if let Ok(text) = value.cast_exact::<PyString>() {
         // A lone surrogate has no UTF-8 form: the fallback escapes it.
         write_str(buf, text.to_str().map_err(|_| Stop::Fallback)?);
-    } else if let Ok(number) = value.cast_exact::<PyFloat>() {
+        Ok(())
+    } else {
+        write_other(buf, value, depth)
+    }
+}
+
+/// [`write_value`] of anything but a str.
+#[inline(never)]
+fn write_other(buf: &mut Vec<u8>, value: &Bound<'_, PyAny>, depth: usize) -> Result<(), Stop> {
+    if let Ok(number) = value.cast_exact::<PyFloat>() {
         let number = number.value();
         if !write_float(buf, number) {
             return Err(Stop::NotFinite {
@@ -334,44 +380,112 @@ const PLAIN: [bool; 256] = {
     table
 };
 
-/// Whether every byte is [`PLAIN`], eight at a time: a word is plain when no byte has its high
-/// bit set, is below a space, or equals `"`, `\\` or DEL (each test is exact for "some byte").
-fn all_plain(bytes: &[u8]) -> bool {
+/// Whether no byte of `word` needs an escape, that is each is [`PLAIN`]. Each term is exact for
+/// "some byte": a borrow or carry between bytes only starts at a byte that is itself caught.
+fn plain_word(word: u64) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // Some byte of `word` is below `n` (n <= 128).
-    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH;
-    let equal = |word: u64, b: u8| below(word ^ (ONES * u64::from(b)), 1);
-    let mut words = bytes.chunks_exact(8);
-    for chunk in &mut words {
-        let word = u64::from_ne_bytes(chunk.try_into().expect("chunks of eight"));
-        if (word & HIGH)
-            | below(word, b' ')
-            | equal(word, b'"')
-            | equal(word, b'\\')
-            | equal(word, 0x7f)
-            != 0
-        {
-            return false;
+    // A byte whose high bit is set, is below a space (minus 0x20 borrows) or is DEL (plus one
+    // sets the high bit).
+    let outside = word | word.wrapping_sub(ONES * 0x20) | word.wrapping_add(ONES);
+    // A zero byte of `word ^ b * ONES`: a byte equal to b.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    let quote = zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero(word ^ (ONES * u64::from(b'\\')));
+    (outside | quote | backslash) & HIGH == 0
+}
+
+/// Eight bytes of `bytes` from `at` as one word.
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+}
+
+/// The longest string [`write_plain`] copies from a local array.
+const SHORT: usize = 16;
+
+/// Four bytes of `bytes` from `at` as one half word.
+fn half_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
+}
+
+/// `"text"` when no byte of it needs an escape, and true; false (nothing written) otherwise.
+/// Tested a word at a time, overlapping words covering a length that is not a multiple of the
+/// word's, so no byte goes alone. A short string (most are: names, ids, keys) is laid out
+/// quoted in a local array and copied whole, its length known when compiled, then cut to size.
+fn write_plain(buf: &mut Vec<u8>, text: &[u8]) -> bool {
+    let len = text.len();
+    let mut quoted = [b'"'; SHORT + 2];
+    match len {
+        0 => {}
+        1..=3 => {
+            // The first, middle and last bytes are all the bytes; padded with plain bytes.
+            let (first, middle, last) = (text[0], text[len / 2], text[len - 1]);
+            let word = u64::from_le_bytes([first, middle, last, b'a', b'a', b'a', b'a', b'a']);
+            if !plain_word(word) {
+                return false;
+            }
+            quoted[1] = first;
+            quoted[1 + len / 2] = middle;
+            quoted[len] = last;
+        }
+        4..=8 => {
+            let (head, tail) = (half_at(text, 0), half_at(text, len - 4));
+            if !plain_word(u64::from(head) | u64::from(tail) << 32) {
+                return false;
+            }
+            quoted[1..5].copy_from_slice(&head.to_le_bytes());
+            quoted[len - 3..=len].copy_from_slice(&tail.to_le_bytes());
+        }
+        9..=SHORT => {
+            let (head, tail) = (word_at(text, 0), word_at(text, len - 8));
+            if !plain_word(head) || !plain_word(tail) {
+                return false;
+            }
+            quoted[1..9].copy_from_slice(&head.to_le_bytes());
+            quoted[len - 7..=len].copy_from_slice(&tail.to_le_bytes());
+        }
+        _ => {
+            let mut at = 0;
+            while at + 8 < len {
+                if !plain_word(word_at(text, at)) {
+                    return false;
+                }
+                at += 8;
+            }
+            if !plain_word(word_at(text, len - 8)) {
+                return false;
+            }
+            buf.reserve(len + 2);
+            buf.push(b'"');
+            buf.extend_from_slice(text);
+            buf.push(b'"');
+            return true;
         }
     }
-    words.remainder().iter().all(|&b| PLAIN[b as usize])
+    quoted[len + 1] = b'"';
+    let end = buf.len() + len + 2;
+    buf.extend_from_slice(&quoted);
+    buf.truncate(end);
+    true
 }
 
 /// A JSON string as Python's `ensure_ascii` writes it: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`,
 /// `\u00XX` for the other controls and DEL, `\uXXXX` (lowercase hex) beyond ASCII, a surrogate
 /// pair beyond the BMP.
 fn write_str(buf: &mut Vec<u8>, text: &str) {
+    if !write_plain(buf, text.as_bytes()) {
+        write_escaped(buf, text);
+    }
+}
+
+/// [`write_str`] of a string with some byte to escape.
+#[cold]
+#[inline(never)]
+fn write_escaped(buf: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
     buf.reserve(bytes.len() + 2);
     buf.push(b'"');
-    // Most strings (names, ids, keys) need no escape: one copy.
-    if all_plain(bytes) {
-        buf.extend_from_slice(bytes);
-        buf.push(b'"');
-        return;
-    }
     let mut i = 0;
     loop {
         // Copy the run of plain bytes, then escape the byte (or character) that ends it.
@@ -431,91 +545,48 @@ fn write_int(buf: &mut Vec<u8>, number: i64) {
 ///
 /// ryu gives the shortest digits that read back as the same float, the closest to it when
 /// several do and the even one on an exact tie: the digits Python's repr uses (Rust's own `{:e}`
-/// rounds such ties up). Laid out like repr: positional when `-4 < decpt <= 16` (`decpt`: where
-/// the decimal point falls, counted from the first digit), with `.0` on a whole number;
-/// otherwise `d[.ddd]e±XX` with at least two exponent digits.
+/// rounds such ties up). Only their layout differs at times. With `decpt` where the decimal
+/// point falls, counted from the first digit, repr is positional when `-4 < decpt <= 16`
+/// (`1234.5`, `12340000000.0`, `0.00012`), and otherwise `d[.ddd]e±XX`, its exponent signed and
+/// two digits at least (`1e+16`, `1.5e-07`). ryu is positional when `-5 < decpt <= 16`, and
+/// otherwise writes `d[.ddd]e[-]X`.
 fn write_float(buf: &mut Vec<u8>, number: f64) -> bool {
     if !number.is_finite() {
         return false;
     }
     let mut formatter = ryu::Buffer::new();
-    let (digits, count, decpt) = shortest_digits(formatter.format_finite(number.abs()).as_bytes());
-    let digits = &digits[..count];
+    let text = formatter.format_finite(number.abs()).as_bytes();
     if number.is_sign_negative() {
         buf.push(b'-');
     }
-    if -4 < decpt && decpt <= 16 {
-        if decpt <= 0 {
-            buf.extend_from_slice(b"0.");
-            buf.extend(std::iter::repeat_n(b'0', decpt.unsigned_abs() as usize));
-            buf.extend_from_slice(digits);
-        } else {
-            let point = decpt.unsigned_abs() as usize;
-            if point >= digits.len() {
-                buf.extend_from_slice(digits);
-                buf.extend(std::iter::repeat_n(b'0', point - digits.len()));
-                buf.extend_from_slice(b".0");
-            } else {
-                buf.extend_from_slice(&digits[..point]);
-                buf.push(b'.');
-                buf.extend_from_slice(&digits[point..]);
+    // An exponent has its `e` among the last five bytes (`e-324`).
+    let tail = text.len().saturating_sub(5);
+    match text[tail..].iter().position(|&b| b == b'e') {
+        Some(e) => {
+            let (mantissa, exponent) = text.split_at(tail + e + 1);
+            let (sign, digits) = match exponent {
+                [b'-', digits @ ..] => (b'-', digits),
+                digits => (b'+', digits),
+            };
+            buf.extend_from_slice(mantissa);
+            buf.push(sign);
+            if digits.len() < 2 {
+                buf.push(b'0');
             }
+            buf.extend_from_slice(digits);
         }
-    } else {
-        buf.push(digits[0]);
-        if digits.len() > 1 {
-            buf.push(b'.');
-            buf.extend_from_slice(&digits[1..]);
-        }
-        let exponent = decpt - 1;
-        buf.push(b'e');
-        buf.push(if exponent < 0 { b'-' } else { b'+' });
-        if exponent.unsigned_abs() < 10 {
-            buf.push(b'0');
-        }
-        write_int(buf, i64::from(exponent.unsigned_abs()));
+        // `decpt == -4`: positional for ryu only (`0.0000123` is repr's `1.23e-05`).
+        None => match text.strip_prefix(b"0.0000") {
+            Some([first, rest @ ..]) => {
+                buf.push(*first);
+                if !rest.is_empty() {
+                    buf.push(b'.');
+                    buf.extend_from_slice(rest);
+                }
+                buf.extend_from_slice(b"e-05");
+            }
+            _ => buf.extend_from_slice(text),
+        },
     }
     true
-}
-
-/// Room for a float's significant digits (ryu writes at most 17).
-const DIGITS: usize = 24;
-
-/// The significant digits of a non-negative decimal number as ryu writes it (`123.45`,
-/// `1e16`, `1.5e-7`), without leading or trailing zeros (`0` for zero), their count, and
-/// `decpt`: the number is `0.<digits> * 10**decpt`.
-fn shortest_digits(text: &[u8]) -> ([u8; DIGITS], usize, i32) {
-    let (mantissa, exponent) = match text.iter().position(|&b| b == b'e') {
-        Some(e) => (
-            &text[..e],
-            std::str::from_utf8(&text[e + 1..])
-                .ok()
-                .and_then(|s| s.parse::<i32>().ok())
-                .expect("ryu writes a decimal exponent"),
-        ),
-        None => (text, 0),
-    };
-    let point = mantissa
-        .iter()
-        .position(|&b| b == b'.')
-        .unwrap_or(mantissa.len());
-    let mut digits = [0u8; DIGITS];
-    let mut count = 0;
-    let mut decpt = i32::try_from(point).expect("a float's digits are few") + exponent;
-    for &b in mantissa.iter().filter(|b| b.is_ascii_digit()) {
-        if count == 0 && b == b'0' {
-            decpt -= 1; // a leading zero: 0.05 is 0.5 * 10**-1
-        } else {
-            digits[count] = b;
-            count += 1;
-        }
-    }
-    while count > 0 && digits[count - 1] == b'0' {
-        count -= 1;
-    }
-    if count == 0 {
-        digits[0] = b'0';
-        return (digits, 1, 1);
-    }
-    (digits, count, decpt)
 }
