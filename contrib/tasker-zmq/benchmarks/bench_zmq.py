@@ -8,7 +8,7 @@
    coalesces runs of one event name), events/s the subscriber received and decoded, and losses;
    with the native sender and with pyzmq's.
 2. Engine cost: one fan-out (1 -> N no-op steps -> done, memory store) run in interleaved rounds
-   (the order rotating each round, so every setting sees the same machine load) with
+   (every setting in each round, so all see the same machine load) with
    - no sinks at all (the engine then builds no events),
    - the default sinks, ``[log]``: the zmq sink **off**,
    - ``[log, zmq]`` publishing through the proxy to a subscriber process that receives and
@@ -18,6 +18,9 @@
    - the same with the sink forced onto pyzmq's per-frame sends (``native_sender=False``): the
      sender before the native batch sender, measured in the same rounds,
    - ``[log, zmq]`` with a subscriber of ``task.`` only.
+   Each round runs the settings in a fresh random order (seeded), after a garbage collection and
+   once the peer processes are quiet: with a fixed cyclic order each setting always followed the
+   same one, and whatever a heavy setting left behind always slowed the same successor.
    Reported: steps/s, the on/off ratio of each round (median), process CPU per step, and the
    CPU of the sink's own threads per step, in all and by thread: on the native path the
    publisher's thread (sends, reads subscriptions) and libzmq's, while filtering and encoding
@@ -41,8 +44,11 @@ Prints markdown tables (docs/performance.md, "ZeroMQ event bus").
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import math
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -312,6 +318,7 @@ def engine_run(width: int, setting: str, frontends: dict[str, str]) -> dict[str,
         "bus": set(bus_ids),
         "log": set(log_ids),
     }
+    gc.collect()  # the previous run's garbage is not this run's cost
     quiesce()
     parts_before = {name: sum(thread_cpu(t) for t in ids) for name, ids in parts.items()}
     own_before = sum(thread_cpu(t) for t in own)
@@ -378,7 +385,7 @@ def report(
     )
     print("| setting | steps/s | min | max | process CPU µs/step | sink threads CPU µs/step |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name in SETTINGS:
+    for name in runs:
         rates = [run["steps_per_s"] for run in runs[name]]
         sink = f"{median(runs[name], 'sink_us_per_step'):.1f}" if name.startswith("on") else ""
         print(
@@ -387,6 +394,8 @@ def report(
         )
 
     def paired(name: str, base: str) -> float:
+        if name not in runs or base not in runs:
+            return math.nan
         pairs = zip(runs[name], runs[base], strict=True)
         ratios = [a["steps_per_s"] / b["steps_per_s"] for a, b in pairs]
         return statistics.median(ratios) - 1
@@ -404,6 +413,8 @@ def report(
         ("on_single", "native sender, one event per message"),
         ("on_pyzmq", "pyzmq sender"),
     ):
+        if name not in runs:
+            continue
         sink_us = median(runs[name], "sink_us_per_step")
         on_cpu = median(runs[name], "cpu_us_per_step")
         split = ", ".join(
@@ -427,15 +438,14 @@ def report(
             f"difference, freeing events, moved to the zmq sink's threads): net of it "
             f"{sink_us - moved:.1f} µs ({(sink_us - moved) / off_cpu:.1%})"
         )
-    print(
-        f"- with a subscriber of `task.` only: {paired('on_task', 'off'):+.1%} vs off; "
-        f"sink threads {median(runs['on_task'], 'sink_us_per_step'):.1f} µs per step"
-    )
-    dropped = sum(
-        int(run["dropped"] - run["no_subscriber"])
-        for run in runs["on"] + runs["on_single"] + runs["on_pyzmq"]
-    )
-    unwanted = sum(int(run["no_subscriber"]) for run in runs["on_task"])
+    if "on_task" in runs:
+        print(
+            f"- with a subscriber of `task.` only: {paired('on_task', 'off'):+.1%} vs off; "
+            f"sink threads {median(runs['on_task'], 'sink_us_per_step'):.1f} µs per step"
+        )
+    every = [run for name in ("on", "on_single", "on_pyzmq") for run in runs.get(name, [])]
+    dropped = sum(int(run["dropped"] - run["no_subscriber"]) for run in every)
+    unwanted = sum(int(run["no_subscriber"]) for run in runs.get("on_task", []))
     print(
         f"- events dropped by the sink over all rounds: {dropped:,} (every-event subscriber); "
         f"{unwanted:,} not subscribed to, never encoded (`task.` subscriber)"
@@ -449,6 +459,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=11, help="engine rounds per setting")
     parser.add_argument("--events", type=int, default=200_000, help="events for the bus run")
     parser.add_argument(
+        "--settings",
+        nargs="+",
+        choices=SETTINGS,
+        default=list(SETTINGS),
+        help="engine settings to run (off is always run: every ratio is against it)",
+    )
+    parser.add_argument(
         "--share-cpu",
         action="store_true",
         help="run the proxy and subscribers at normal priority, competing with the engine",
@@ -458,7 +475,8 @@ def main() -> int:
     BACKGROUND = not args.share_cpu
     if args.quick:
         args.rounds, args.events = 3, 50_000
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in SETTINGS}
+    chosen = tuple(name for name in SETTINGS if name in args.settings or name == "off")
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in chosen}
     proxy, frontend, backend = start_proxy()
     task_proxy, task_frontend, task_backend = start_proxy()
     frontends = {
@@ -479,9 +497,11 @@ def main() -> int:
         ]
         for name in ("on", "on_pyzmq"):  # warm-up: imports, native graph code, allocator
             engine_run(200, name, frontends)
-        for round_ in range(args.rounds):
-            shift = round_ % len(SETTINGS)
-            for name in SETTINGS[shift:] + SETTINGS[:shift]:
+        order = random.Random(7)  # fixed: runs of the script see the same orders
+        for _ in range(args.rounds):
+            # A fresh order each round: a cost one setting leaves behind (a busy peer, freed
+            # memory) lands on a different successor every time instead of always the same one.
+            for name in order.sample(chosen, len(chosen)):
                 runs[name].append(engine_run(args.steps, name, frontends))
         for sub in subs:
             sub.kill()
