@@ -76,7 +76,7 @@ LABELS = {
     "off": "zmq off: the default sinks, `[log]`",
     "on": "zmq on: `[log, zmq]`, a subscriber of every event",
     "on_single": "zmq on, every event, one event per message (no coalescing)",
-    "on_pyzmq": "zmq on, every event, sent through pyzmq (the previous sender)",
+    "on_pyzmq": "zmq on, every event, pyzmq's path (the bus's delivery thread encodes and sends)",
     "on_task": "zmq on, the subscriber wants only `task.`",
 }
 
