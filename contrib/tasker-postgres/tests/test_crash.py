@@ -1,4 +1,5 @@
-"""Crash test: 4 worker processes, mixed workflows, workers SIGKILLed mid-run and restarted.
+"""Crash test: 4 worker processes, mixed workflows, workers SIGKILLed mid-run and restarted
+(three kills: one worker slot twice, its restarted process included, and another once).
 
 Afterwards every task is complete (or in error exactly where a handler demands it), every step
 has at most one ``complete`` transition, every history is a legal path, no step ever ran in two
@@ -105,7 +106,7 @@ def test_workers_killed_mid_run(
     workers = [_worker(env, templates) for _ in range(4)]
     killed: dict[int, float] = {}
     try:
-        for victim in (0, 1):
+        for victim in (0, 1, 0):
             pid = workers[victim].pid
             _wait_until_busy(pg_url, pid)
             workers[victim].send_signal(signal.SIGKILL)

@@ -113,8 +113,8 @@ class ZmqSink:
         self._closing = False
         self._stopped = False
         self._subscriptions: frozenset[bytes] = frozenset()
-        # Routing, per event name, for the current subscriptions (used under the socket lock):
-        # the topic of names someone subscribes to, and the names nobody does.
+        # pyzmq's path: routing per event name for the current subscriptions (used under the
+        # socket lock): the topic of names someone subscribes to, and the names nobody does.
         self._topics: dict[str, bytes] = {}
         self._unwanted: set[str] = set()
         # The native path's routing, swapped whole when the publisher's subscriptions change
