@@ -15,44 +15,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import zmq
-from tasker_core import Event
 
-__all__ = ["NativePublisher", "loaded_libzmq", "open_native_publisher"]
+if TYPE_CHECKING:  # the extension may not be built; its stub (_sender.pyi) types it anyway
+    from tasker_zmq._sender import Publisher as NativePublisher
+
+__all__ = ["loaded_libzmq", "open_native_publisher"]
 
 log = logging.getLogger("tasker.zmq")
 
 _MAPS = Path("/proc/self/maps")
 _logged_fallback = False
-
-
-class NativePublisher(Protocol):
-    """What the sink uses of ``tasker_zmq._sender.Publisher``."""
-
-    @property
-    def path(self) -> str: ...
-
-    @property
-    def version(self) -> tuple[int, int, int]: ...
-
-    @property
-    def generation(self) -> int: ...
-
-    def push(self, topics: list[bytes], payloads: list[bytes | None]) -> int: ...
-
-    def push_events(self, events: list[Event], payloads: list[bytes | None]) -> int: ...
-
-    def stats(self) -> tuple[int, int, int, int, int]: ...
-
-    def subscriptions(self) -> tuple[int, list[bytes]]: ...
-
-    def queued(self) -> int: ...
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
 
 
 def _mapped_libraries(maps: Path = _MAPS) -> set[Path]:

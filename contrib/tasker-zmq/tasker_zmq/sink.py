@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import zmq
 from tasker_core import ConfigError, Event, encode_event_payloads
@@ -50,8 +50,11 @@ from zmq.auth.thread import ThreadAuthenticator
 from tasker_zmq.auth import SUBSCRIBERS, start_authenticator
 from tasker_zmq.keys import KeyPair, load_public_key, load_secret_key
 from tasker_zmq.options import SECTION, ZmqOptions
-from tasker_zmq.sender import NativePublisher, open_native_publisher
+from tasker_zmq.sender import open_native_publisher
 from tasker_zmq.wire import MAX_BYTES, SEPARATOR, group
+
+if TYPE_CHECKING:
+    from tasker_zmq._sender import Publisher as NativePublisher
 
 __all__ = ["ZmqSink"]
 
@@ -332,10 +335,7 @@ class ZmqSink:
             finally:
                 self._ready.set()
             try:
-                if self._publisher is not None:
-                    self._serve_native(self._publisher)
-                else:
-                    self._serve(notify)
+                self._serve(None if self._publisher is not None else notify)
             except Exception:
                 log.exception("zmq sink: the I/O thread failed; events are dropped from now on")
         finally:
@@ -392,19 +392,16 @@ class ZmqSink:
             raise
         return socket, auth
 
-    def _serve(self, notify: int) -> None:
-        """Read subscriptions whenever the socket signals and no batch is being sent; log."""
+    def _serve(self, notify: int | None) -> None:
+        """Until closing, or until sending fails: look at the sending side, log drops every
+        ``log_interval``, and sleep on the wake pipe (and, on pyzmq's path, on ``ZMQ_FD``)."""
         poller = select.poll()
-        poller.register(notify, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
+        if notify is not None:
+            poller.register(notify, select.POLLIN)
         interval = self.options.log_interval
         next_report = time.monotonic() + interval
-        while True:
-            with self._socket_lock:
-                socket = self._socket
-                if socket is None:  # a send failed; publish() gave the socket up
-                    return
-                self._read_subscriptions(socket)
+        while self._look():
             with self._cond:
                 closing = self._closing
             if time.monotonic() >= next_report:
@@ -417,32 +414,28 @@ class ZmqSink:
             poller.poll(int(max(0.0, next_report - time.monotonic()) * 1000) + 1)
             self._drain_wakeups()
 
-    def _serve_native(self, publisher: NativePublisher) -> None:
-        """Log drops every ``log_interval`` until closing, or until a send fails."""
-        interval = self.options.log_interval
-        poller = select.poll()
-        poller.register(self._wake_r, select.POLLIN)
-        next_report = time.monotonic() + interval
-        while True:
-            with self._cond:
-                closing = self._closing
-            error = publisher.stats()[4]
-            if error:
-                log.error(
-                    "zmq sink: sending failed (%s); events are dropped from now on",
-                    zmq.strerror(error),
-                )
-                with self._cond:
-                    self._stopped = True
-                    self._cond.notify_all()
-                return
-            if time.monotonic() >= next_report:
-                self._report(interval)
-                next_report = time.monotonic() + interval
-            if closing:
-                return
-            poller.poll(int(max(0.0, next_report - time.monotonic()) * 1000) + 1)
-            self._drain_wakeups()
+    def _look(self) -> bool:
+        """One look at the sending side; False once it has failed (events are dropped from then
+        on). The native publisher reads subscriptions itself; on pyzmq's path they are read here
+        while no batch is being sent."""
+        publisher = self._publisher
+        if publisher is None:
+            with self._socket_lock:
+                socket = self._socket
+                if socket is None:  # a send failed; publish() gave the socket up
+                    return False
+                self._read_subscriptions(socket)
+            return True
+        error = publisher.stats()[4]
+        if not error:
+            return True
+        log.error(
+            "zmq sink: sending failed (%s); events are dropped from now on", zmq.strerror(error)
+        )
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        return False
 
     def _drain_wakeups(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -479,18 +472,7 @@ class ZmqSink:
         if b"" in subscriptions:  # everything is wanted: the publisher reads the names itself
             publisher.push_events(events, self._encode(events))
             return
-        wanted: list[Event] = []
-        wanted_topics: list[bytes] = []
-        for event in events:
-            topic = topics.get(event.name)
-            if topic is None:
-                if event.name in unwanted_names:
-                    continue
-                topic = _route(event.name, subscriptions, topics, unwanted_names)
-                if topic is None:
-                    continue
-            wanted.append(event)
-            wanted_topics.append(topic)
+        wanted, wanted_topics = _select(events, subscriptions, topics, unwanted_names)
         if len(wanted) < len(events):
             self._count("no_subscriber", len(events) - len(wanted))
         if wanted:
@@ -511,19 +493,9 @@ class ZmqSink:
         """pyzmq's path: skip the unwanted events, encode the rest in one native call, send
         them coalesced."""
         counts = [0, 0, 0]  # events sent, events refused at the high-water mark, messages sent
-        unwanted = 0
+        wanted, wanted_topics = _select(events, self._subscriptions, self._topics, self._unwanted)
+        unwanted = len(events) - len(wanted)
         try:
-            wanted: list[Event] = []
-            wanted_topics: list[bytes] = []
-            for event in events:
-                topic = self._topics.get(event.name)
-                if topic is None:
-                    topic = self._route(event.name)
-                    if topic is None:
-                        unwanted += 1
-                        continue
-                wanted.append(event)
-                wanted_topics.append(topic)
             if wanted:
                 self._send_frames(socket, wanted_topics, self._encode(wanted), counts)
         finally:  # counts stay exact even when a send fails
@@ -582,12 +554,6 @@ class ZmqSink:
                 )
         return payloads
 
-    def _route(self, name: str) -> bytes | None:
-        """pyzmq's path: the topic of ``name`` if someone subscribes to it, else None."""
-        if name in self._unwanted:
-            return None
-        return _route(name, self._subscriptions, self._topics, self._unwanted)
-
     def _report(self, interval: float) -> None:
         drops = self._totals()[2]
         new = {k: drops[k] - self._reported[k] for k in _DROP_KINDS}
@@ -610,17 +576,30 @@ class ZmqSink:
             )
 
 
-def _route(
-    name: str, subscriptions: frozenset[bytes], topics: dict[str, bytes], unwanted: set[str]
-) -> bytes | None:
-    """The topic of ``name`` if one of ``subscriptions`` is a prefix of it, else None; the
-    answer is remembered in ``topics`` or ``unwanted``."""
-    topic = name.encode()
-    if any(topic.startswith(prefix) for prefix in subscriptions):
-        topics[name] = topic
-        return topic
-    unwanted.add(name)
-    return None
+def _select(
+    events: list[Event],
+    subscriptions: frozenset[bytes],
+    topics: dict[str, bytes],
+    unwanted: set[str],
+) -> tuple[list[Event], list[bytes]]:
+    """The events someone subscribes to (a subscription is a prefix of the name), and their
+    topics. Each name is matched once: the answer is remembered in ``topics`` or ``unwanted``."""
+    wanted: list[Event] = []
+    wanted_topics: list[bytes] = []
+    for event in events:
+        name = event.name
+        topic = topics.get(name)
+        if topic is None:
+            if name in unwanted:
+                continue
+            topic = name.encode()
+            if not any(topic.startswith(prefix) for prefix in subscriptions):
+                unwanted.add(name)
+                continue
+            topics[name] = topic
+        wanted.append(event)
+        wanted_topics.append(topic)
+    return wanted, wanted_topics
 
 
 def _readable(socket: zmq.Socket[bytes]) -> bool:

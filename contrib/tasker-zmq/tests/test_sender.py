@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import zmq
@@ -20,8 +20,11 @@ from tasker_core import Event, encode_event_payloads
 
 from tasker_zmq import ZmqOptions, ZmqSink
 from tasker_zmq import sender as sender_module
-from tasker_zmq.sender import NativePublisher, loaded_libzmq, open_native_publisher
+from tasker_zmq.sender import loaded_libzmq, open_native_publisher
 from tasker_zmq.wire import MAX_BYTES, MAX_EVENTS, decode, encode, encode_messages, group
+
+if TYPE_CHECKING:
+    from tasker_zmq._sender import Publisher as NativePublisher
 
 ANY_PORT = "tcp://127.0.0.1:*"
 LIBZMQ = loaded_libzmq()
