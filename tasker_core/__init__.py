@@ -72,6 +72,7 @@ if TYPE_CHECKING:
         copy_json,
         dumps_json,
         encode_event_payloads,
+        encode_event_runs,
         loads_json,
     )
     from tasker_core.solver import DependencyTracker, WorkflowGraph, build_graph
@@ -100,6 +101,7 @@ _EXPORTS: dict[str, str] = {
     "check_json": "tasker_core.serialization",
     "copy_json": "tasker_core.serialization",
     "encode_event_payloads": "tasker_core.serialization",
+    "encode_event_runs": "tasker_core.serialization",
     "retry_delay": "tasker_core.orchestration.backoff",
     "Executor": "tasker_core.orchestration.executor",
     "Job": "tasker_core.orchestration.executor",
@@ -249,6 +251,7 @@ __all__ = [
     "copy_json",
     "dumps_json",
     "encode_event_payloads",
+    "encode_event_runs",
     "evaluate",
     "format_duration",
     "handler",

@@ -197,6 +197,17 @@ def encode_event_payloads(events: Iterable[Any], fallback: Callable[[Any], bytes
     the value (``data["payload"][2]``), for a NaN or infinity.
     """
 
+def encode_event_runs(
+    events: Iterable[Any], max_events: int, max_bytes: int, fallback: Callable[[Any], bytes]
+) -> list[tuple[str, int, bytes]]:
+    """The events as runs of consecutive events of one name: ``(name, count, payload)`` each,
+    the payload being their :func:`encode_event_payloads` payloads joined by ``b"\\n"``. A run
+    is cut before the event that would take it past ``max_events`` events or ``max_bytes``
+    bytes (separators counted); it holds one event at least. Errors as
+    :func:`encode_event_payloads`; TypeError for an event whose name is not a str, ValueError
+    when either limit is below 1.
+    """
+
 def copy_flat_dict(value: object) -> dict[str, Any] | None:
     """A new dict equal to ``value`` when it is exactly a dict whose keys are exactly str and
     whose values are exactly str, int, bool, None or a finite float; None for anything else."""

@@ -29,6 +29,7 @@ __all__ = [
     "copy_json",
     "dumps_json",
     "encode_event_payloads",
+    "encode_event_runs",
     "loads_json",
     "make_converter",
 ]
@@ -213,6 +214,21 @@ def encode_event_payloads(events: Iterable[Event]) -> list[bytes]:
     and the key), TypeError for a value JSON cannot hold; one bad event fails the call.
     """
     return _native.encode_event_payloads(events, _event_payload)
+
+
+def encode_event_runs(
+    events: Iterable[Event], *, max_events: int, max_bytes: int
+) -> list[tuple[str, int, bytes]]:
+    """The events as runs, for sinks that ship one message per run of a topic (the ZeroMQ sink).
+
+    A run is consecutive events of one name: ``(name, count, payload)``, the payload being their
+    :func:`encode_event_payloads` payloads joined by ``b"\\n"`` (JSON Lines). A run is cut
+    before the event that would take it past ``max_events`` events or ``max_bytes`` bytes,
+    separators counted; it always holds at least one event. Written into one buffer, with no
+    bytes object per event. Errors as :func:`encode_event_payloads`; TypeError for an event
+    whose name is not a str, ValueError when a limit is below 1.
+    """
+    return _native.encode_event_runs(events, max_events, max_bytes, _event_payload)
 
 
 def _is_any(tp: Any) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tasker_core._native as native
-from tasker_core import Event, encode_event_payloads
+from tasker_core import Event, encode_event_payloads, encode_event_runs
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -250,3 +251,102 @@ def test_events_read_from_their_dict_or_by_attribute_agree_with_the_reference() 
     assert native.encode_event_payloads(events, fallback) == [reference(e) for e in events]
     assert fallback.events == []
     assert b'"name":"custom.renamed"' in reference(renamed)
+
+
+# -- runs: consecutive events of one name, their payloads joined -------------------------------
+
+
+def reference_runs(
+    batch: list[Event], max_events: int, max_bytes: int
+) -> list[tuple[str, int, bytes]]:
+    """The rule of :func:`tasker_core.encode_event_runs`, stated plainly."""
+    runs: list[tuple[str, int, bytes]] = []
+    for event in batch:
+        payload = reference(event)
+        if runs:
+            name, count, joined = runs[-1]
+            if (
+                name == event.name
+                and count < max_events
+                and len(joined) + 1 + len(payload) <= max_bytes
+            ):
+                runs[-1] = (name, count + 1, joined + b"\n" + payload)
+                continue
+        runs.append((event.name, 1, payload))
+    return runs
+
+
+# The engine makes all of a task's events from one Task's objects: batches drawn from a few
+# shared field objects exercise the encoder's memory of the last event's task fields.
+_TASKS = [
+    ("t" * 32, "ns", "wf", "1.0.0"),
+    ("u" * 32, "ns", "wf", "1.0.0"),  # equal namespace etc., but other objects
+    ("v" * 32, "nś", "wf", "2"),
+    ("w" * 32, "ns\n", 3, "1"),  # not all str: never remembered
+    ("x" * 32, "ns", [1.5], "1"),  # a list may change: never remembered
+]
+shared_events = st.builds(
+    lambda name, i, task, data: Event(name, f"e-{i}", 1.0 + i / 8, *task, data),
+    st.sampled_from(["step.started", "step.completed", "task.failed"]),
+    st.integers(0, 10**6),
+    st.sampled_from(_TASKS),
+    st.dictionaries(st.sampled_from(["step", "attempt", "time"]), values, max_size=2),
+)
+
+
+@given(
+    batch=st.lists(shared_events | events, max_size=40),
+    max_events=st.integers(1, 5),
+    max_bytes=st.integers(1, 1500),
+)
+def test_runs_are_the_payloads_joined_by_the_rule(
+    batch: list[Event], max_events: int, max_bytes: int
+) -> None:
+    try:
+        expected = reference_runs(batch, max_events, max_bytes)
+    except ValueError:
+        with pytest.raises(ValueError, match="not JSON compliant"):
+            encode_event_runs(batch, max_events=max_events, max_bytes=max_bytes)
+        return
+    assert encode_event_runs(batch, max_events=max_events, max_bytes=max_bytes) == expected
+    assert encode_event_payloads(batch) == [reference(event) for event in batch]
+
+
+def test_the_remembered_task_fields_follow_the_objects_not_their_position() -> None:
+    task, other = _TASKS[0], _TASKS[2]
+    mutable = ["a"]
+    batch = [
+        Event("step.started", "e-1", 1.0, *task, {}),
+        Event("step.started", "e-2", 1.0, *task, {}),  # the same objects: remembered
+        Event("step.started", "e-3", 1.0, *other, {}),
+        Event("step.started", "e-4", 1.0, task[0], "".join(["n", "s"]), task[2], task[3], {}),
+        Event("step.started", "e-5", 1.0, task[0], mutable, task[2], task[3], {}),
+    ]
+    before = encode_event_payloads(batch)
+    assert before == [reference(event) for event in batch]
+    mutable.append("b")  # not remembered, so written as it is now
+    after = encode_event_runs(batch, max_events=16, max_bytes=1 << 20)
+    assert after == reference_runs(batch, 16, 1 << 20)
+    assert b'"namespace":["a","b"]' in after[0][2]
+
+
+def test_runs_go_through_the_fallback_and_name_what_is_wrong() -> None:
+    fallback = Recorder()
+    odd = event_of({"k": enum.IntEnum("E", "A").A}, name="x")  # an int subclass: the fallback's
+    batch = [event_of({"i": 1}, name="x"), odd, event_of({"i": 2}, name="x")]
+    assert native.encode_event_runs(batch, 16, 1 << 20, fallback) == reference_runs(
+        batch, 16, 1 << 20
+    )
+    assert fallback.events == [odd]
+    nameless = event_of({})
+    object.__setattr__(nameless, "name", 3)
+    with pytest.raises(TypeError, match="event 1: its name is not a str"):
+        encode_event_runs([batch[0], nameless], max_events=4, max_bytes=100)
+    with pytest.raises(ValueError, match=r"event 1 \(name='x', id='abc-1'\): data\[\"f\"\]"):
+        encode_event_runs(
+            [batch[0], event_of({"f": math.inf}, name="x")], max_events=4, max_bytes=100
+        )
+    for limits in ((0, 100), (4, 0)):
+        with pytest.raises(ValueError, match="at least 1"):
+            encode_event_runs(batch, max_events=limits[0], max_bytes=limits[1])
+    assert encode_event_runs([], max_events=1, max_bytes=1) == []

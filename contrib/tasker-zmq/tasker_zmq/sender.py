@@ -1,14 +1,14 @@
 """The native publisher: a thread that sends queued events through libzmq without the GIL.
 
-The engine's threads hand ``tasker_zmq._sender.Publisher`` each batch of encoded events (one
-call, coalescing consecutive events of one name into a message as :func:`tasker_zmq.wire.group`
-does) and return; the publisher's own thread, which owns the socket from then on, sends them and
-reads the socket's subscriptions, never taking the GIL. A Python sending thread would take the
-GIL from the engine for every batch. It must call the very libzmq that made pyzmq's socket (a
-socket handle means nothing to another copy), so :func:`open_native_publisher` finds the libzmq
-this process has already loaded for pyzmq, opens it without loading anything (``RTLD_NOLOAD``),
-and checks its version against pyzmq's. When any of that fails the sink sends through pyzmq
-instead; the reason is logged once per process.
+The engine's threads hand ``tasker_zmq._sender.Publisher`` each batch of encoded events, as
+messages coalesced already (:func:`tasker_core.encode_event_runs` cuts runs of one name by the rule
+of :func:`tasker_zmq.wire.group`), and return; the publisher's own thread, which owns the socket
+from then on, sends them and reads the socket's subscriptions, never taking the GIL. A Python
+sending thread would take the GIL from the engine for every batch. It must call the very libzmq
+that made pyzmq's socket (a socket handle means nothing to another copy), so
+:func:`open_native_publisher` finds the libzmq this process has already loaded for pyzmq, opens it
+without loading anything (``RTLD_NOLOAD``), and checks its version against pyzmq's. When any of
+that fails the sink sends through pyzmq instead; the reason is logged once per process.
 """
 
 from __future__ import annotations

@@ -44,14 +44,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import zmq
-from tasker_core import ConfigError, Event, encode_event_payloads
+from tasker_core import ConfigError, Event, encode_event_payloads, encode_event_runs
 from zmq.auth.thread import ThreadAuthenticator
 
 from tasker_zmq.auth import SUBSCRIBERS, start_authenticator
 from tasker_zmq.keys import KeyPair, load_public_key, load_secret_key
 from tasker_zmq.options import SECTION, ZmqOptions
 from tasker_zmq.sender import open_native_publisher
-from tasker_zmq.wire import MAX_BYTES, SEPARATOR, group
+from tasker_zmq.wire import MAX_BYTES
 
 if TYPE_CHECKING:
     from tasker_zmq._sender import Publisher as NativePublisher
@@ -117,15 +117,15 @@ class ZmqSink:
         self._stopped = False
         self._subscriptions: frozenset[bytes] = frozenset()
         # pyzmq's path: routing per event name for the current subscriptions (used under the
-        # socket lock): the topic of names someone subscribes to, and the names nobody does.
-        self._topics: dict[str, bytes] = {}
+        # socket lock): the names someone subscribes to, and the names nobody does.
+        self._wanted: set[str] = set()
         self._unwanted: set[str] = set()
         # The native path's routing, swapped whole when the publisher's subscriptions change
-        # (engine threads may publish at once): (generation, subscriptions, topics, unwanted).
-        self._routing: tuple[int, frozenset[bytes], dict[str, bytes], set[str]] = (
+        # (engine threads may publish at once): (generation, subscriptions, wanted, unwanted).
+        self._routing: tuple[int, frozenset[bytes], set[str], set[str]] = (
             -1,
             frozenset(),
-            {},
+            set(),
             set(),
         )
         self._sent = 0
@@ -307,7 +307,10 @@ class ZmqSink:
 
     def _current_subscriptions(self) -> frozenset[bytes]:
         if self._publisher is not None:
-            return self._routes(self._publisher)[1]
+            routing = self._routing
+            if routing[0] != self._publisher.generation:
+                routing = self._reroute(self._publisher)
+            return routing[1]
         return self._subscriptions
 
     def _run(self) -> None:
@@ -457,47 +460,48 @@ class ZmqSink:
                 subscriptions.add(prefix)
             elif kind == b"\x00":
                 subscriptions.discard(prefix)
-        self._topics.clear()
+        self._wanted.clear()
         self._unwanted.clear()
         with self._cond:  # publish() reads the reference without the lock; waiters with it
             self._subscriptions = frozenset(subscriptions)
             self._cond.notify_all()
 
     def _queue(self, publisher: NativePublisher, events: list[Event]) -> None:
-        """Skip the unwanted events, encode the rest in one native call, queue them."""
-        _, subscriptions, topics, unwanted_names = self._routes(publisher)
+        """Skip the unwanted events, encode the rest into messages in one native call, queue
+        them."""
+        routing = self._routing
+        if routing[0] != publisher.generation:
+            routing = self._reroute(publisher)
+        subscriptions = routing[1]
         if not subscriptions:
             self._count("no_subscriber", len(events))
             return
-        if b"" in subscriptions:  # everything is wanted: the publisher reads the names itself
-            publisher.push_events(events, self._encode(events))
-            return
-        wanted, wanted_topics = _select(events, subscriptions, topics, unwanted_names)
-        if len(wanted) < len(events):
-            self._count("no_subscriber", len(events) - len(wanted))
-        if wanted:
-            publisher.push(wanted_topics, self._encode(wanted))
+        if b"" not in subscriptions:  # else everything is wanted
+            wanted = _select(events, subscriptions, routing[2], routing[3])
+            if len(wanted) < len(events):
+                self._count("no_subscriber", len(events) - len(wanted))
+            events = wanted
+        if events:
+            publisher.push_runs(self._runs(events))
 
-    def _routes(
+    def _reroute(
         self, publisher: NativePublisher
-    ) -> tuple[int, frozenset[bytes], dict[str, bytes], set[str]]:
-        """The routing for the publisher's current subscriptions (rebuilt when they change)."""
-        routing = self._routing
-        if routing[0] != publisher.generation:
-            generation, prefixes = publisher.subscriptions()
-            routing = (generation, frozenset(prefixes), {}, set())
-            self._routing = routing
+    ) -> tuple[int, frozenset[bytes], set[str], set[str]]:
+        """The routing for the publisher's current subscriptions, swapped in whole."""
+        generation, prefixes = publisher.subscriptions()
+        routing = (generation, frozenset(prefixes), set[str](), set[str]())
+        self._routing = routing
         return routing
 
     def _send(self, socket: zmq.Socket[bytes], events: list[Event]) -> None:
-        """pyzmq's path: skip the unwanted events, encode the rest in one native call, send
-        them coalesced."""
+        """pyzmq's path: skip the unwanted events, encode the rest into messages in one native
+        call, send them."""
         counts = [0, 0, 0]  # events sent, events refused at the high-water mark, messages sent
-        wanted, wanted_topics = _select(events, self._subscriptions, self._topics, self._unwanted)
+        wanted = _select(events, self._subscriptions, self._wanted, self._unwanted)
         unwanted = len(events) - len(wanted)
         try:
             if wanted:
-                self._send_frames(socket, wanted_topics, self._encode(wanted), counts)
+                self._send_runs(socket, self._runs(wanted), counts)
         finally:  # counts stay exact even when a send fails
             with self._cond:
                 self._sent += counts[0]
@@ -505,54 +509,49 @@ class ZmqSink:
                 self._messages += counts[2]
                 self._drops["no_subscriber"] += unwanted
 
-    def _send_frames(
-        self,
-        socket: zmq.Socket[bytes],
-        topics: list[bytes],
-        payloads: list[bytes | None],
-        counts: list[int],
+    def _send_runs(
+        self, socket: zmq.Socket[bytes], runs: list[tuple[str, int, bytes]], counts: list[int]
     ) -> None:
-        """Send the events' payloads (None: skipped) under their topics, consecutive events of
-        one topic in one message, adding to ``counts`` as they go."""
+        """Send each run as a message, adding to ``counts`` as they go."""
         # The backend's send: the pyzmq subclass's override only adds RADIO/SERVER options,
         # and skipping it saves a Python call per frame.
         send = zmq.backend.Socket.send
         more, last = zmq.SNDMORE | zmq.NOBLOCK, zmq.NOBLOCK
-        join = SEPARATOR.join
-        for topic, parts in group(topics, payloads, self.options.events_per_message):
+        for name, events, payload in runs:
             try:
-                send(socket, topic, more)
+                send(socket, name.encode(), more)
             except zmq.Again:
-                counts[1] += len(parts)
+                counts[1] += events
                 continue
             # libzmq checks the high-water mark per whole message: once the first frame is
             # in, the second cannot meet a full pipe, so this never raises Again.
-            send(socket, parts[0] if len(parts) == 1 else join(parts), last)
-            counts[0] += len(parts)
+            send(socket, payload, last)
+            counts[0] += events
             counts[2] += 1
 
-    def _encode(self, events: list[Event]) -> list[bytes | None]:
-        """The events' payloads; None (counted, logged) for an event that is not plain JSON.
+    def _runs(self, events: list[Event]) -> list[tuple[str, int, bytes]]:
+        """The events' messages, as ``(name, events, payload)`` runs, in one native call.
 
-        One native call for the batch; only when it fails is each event encoded alone, to drop
-        just the bad ones.
+        Only when that fails is each event encoded alone, to drop (count, log) just the events
+        that are not plain JSON.
         """
+        limit = self.options.events_per_message
         try:
-            # Nones only come from the per-event path below; the list is the callee's, fresh.
-            return cast("list[bytes | None]", encode_event_payloads(events))
+            return encode_event_runs(events, max_events=limit, max_bytes=MAX_BYTES)
         except _UNENCODABLE:
             pass
-        payloads: list[bytes | None] = []
+        plain: list[Event] = []
         for event in events:
             try:
-                payloads.append(encode_event_payloads((event,))[0])
+                encode_event_payloads((event,))
             except _UNENCODABLE as exc:
-                payloads.append(None)
                 self._count("unencodable", 1)
                 log.warning(
                     "zmq sink: dropped %s event %s: not plain JSON (%s)", event.name, event.id, exc
                 )
-        return payloads
+            else:
+                plain.append(event)
+        return encode_event_runs(plain, max_events=limit, max_bytes=MAX_BYTES)
 
     def _report(self, interval: float) -> None:
         drops = self._totals()[2]
@@ -579,27 +578,24 @@ class ZmqSink:
 def _select(
     events: list[Event],
     subscriptions: frozenset[bytes],
-    topics: dict[str, bytes],
+    wanted_names: set[str],
     unwanted: set[str],
-) -> tuple[list[Event], list[bytes]]:
-    """The events someone subscribes to (a subscription is a prefix of the name), and their
-    topics. Each name is matched once: the answer is remembered in ``topics`` or ``unwanted``."""
+) -> list[Event]:
+    """The events someone subscribes to (a subscription is a prefix of the name). Each name is
+    matched once: the answer is remembered in ``wanted_names`` or ``unwanted``."""
     wanted: list[Event] = []
-    wanted_topics: list[bytes] = []
     for event in events:
         name = event.name
-        topic = topics.get(name)
-        if topic is None:
+        if name not in wanted_names:
             if name in unwanted:
                 continue
             topic = name.encode()
             if not any(topic.startswith(prefix) for prefix in subscriptions):
                 unwanted.add(name)
                 continue
-            topics[name] = topic
+            wanted_names.add(name)
         wanted.append(event)
-        wanted_topics.append(topic)
-    return wanted, wanted_topics
+    return wanted
 
 
 def _readable(socket: zmq.Socket[bytes]) -> bool:

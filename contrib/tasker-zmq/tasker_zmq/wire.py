@@ -22,7 +22,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from tasker_core import Event, encode_event_payloads
+from tasker_core import Event, encode_event_payloads, encode_event_runs
 
 __all__ = [
     "MAX_BYTES",
@@ -62,13 +62,10 @@ def encode(event: Event) -> tuple[bytes, bytes]:
 def encode_messages(
     events: Sequence[Event], max_events: int = MAX_EVENTS, max_bytes: int = MAX_BYTES
 ) -> list[tuple[bytes, bytes]]:
-    """The messages a publisher sends for ``events``, in order (ValueError as :func:`encode`)."""
-    topics = [event.name.encode() for event in events]
-    payloads: list[bytes | None] = list(encode_event_payloads(events))
-    return [
-        (topic, SEPARATOR.join(parts))
-        for topic, parts in group(topics, payloads, max_events, max_bytes)
-    ]
+    """The messages a publisher sends for ``events``, in order (ValueError as :func:`encode`):
+    the runs of :func:`tasker_core.encode_event_runs`, which cuts them as :func:`group` does."""
+    runs = encode_event_runs(events, max_events=max_events, max_bytes=max_bytes)
+    return [(name.encode(), payload) for name, _, payload in runs]
 
 
 def group(

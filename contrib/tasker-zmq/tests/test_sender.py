@@ -16,7 +16,7 @@ import pytest
 import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tasker_core import Event, encode_event_payloads
+from tasker_core import Event, encode_event_payloads, encode_event_runs
 
 from tasker_zmq import ZmqOptions, ZmqSink
 from tasker_zmq import sender as sender_module
@@ -199,6 +199,20 @@ def test_the_native_publisher_coalesces_by_the_same_rule_as_wire_group(
         assert publisher.stats() == (kept, len(expected), 0, 0, 0)
         assert [into.recv_multipart() for _ in expected] == expected
         assert not into.poll(0)
+
+
+@needs_native
+def test_the_native_publisher_sends_each_run_as_one_message() -> None:
+    batch = events(200)
+    runs = encode_event_runs(batch, max_events=MAX_EVENTS, max_bytes=MAX_BYTES)
+    big = ("step.big", 1, b"x" * (MAX_BYTES + 1))  # one event may pass the byte limit alone
+    with publisher_pair() as (publisher, into):
+        assert publisher.push_runs([*runs, big]) == len(batch) + 1
+        publisher.stop()
+        assert publisher.stats() == (len(batch) + 1, len(runs) + 1, 0, 0, 0)
+        received = [into.recv_multipart() for _ in range(len(runs) + 1)]
+    assert received == [[name.encode(), payload] for name, _, payload in [*runs, big]]
+    assert received[:-1] == [list(message) for message in encode_messages(batch)]
 
 
 @needs_native
@@ -387,12 +401,14 @@ def test_the_native_publisher_checks_its_arguments() -> None:
         with pytest.raises(TypeError, match="payload must be bytes or None"):
             publisher.push([b"a"], ["1"])  # type: ignore[list-item]
         assert publisher.push([b"a"], [None]) == 0
-        bad = Event("step.started", "x", 1.0, "t", "ns", "wf", "1", {})
-        object.__setattr__(bad, "name", 3)
-        with pytest.raises(TypeError, match="name must be a str"):
-            publisher.push_events([events(1)[0], bad], [b"1", b"2"])
-        with pytest.raises(TypeError, match="2 events but 1 payloads"):
-            publisher.push_events(events(2), [b"1"])
+        good = ("a", 1, b"1")
+        for bad in (("a", 1), (b"a", 1, b"1"), ("a", 1, "1"), ["a", 1, b"1"], ("a", -1, b"1")):
+            with pytest.raises(TypeError, match=r"run must be a \(str, int, bytes\) tuple"):
+                publisher.push_runs([good, bad])  # type: ignore[list-item]
+        # publisher_pair's limits: MAX_EVENTS events, MAX_BYTES bytes (one event may pass it).
+        for bad in (("a", 0, b""), ("a", MAX_EVENTS + 1, b"1"), ("a", 2, b"x" * (MAX_BYTES + 1))):
+            with pytest.raises(ValueError, match="outside the limits"):
+                publisher.push_runs([good, bad])
         publisher.stop()
         assert publisher.stats() == (0, 0, 0, 0, 0)  # a bad batch queues nothing
         assert not into.poll(0)

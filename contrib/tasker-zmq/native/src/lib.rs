@@ -28,8 +28,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
-use pyo3::intern;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
@@ -348,32 +347,38 @@ impl Publisher {
         Ok(self.enqueue(&frames))
     }
 
-    /// As `push`, each topic being `events[i].name` encoded as UTF-8: for a batch whose events
-    /// are all wanted, no topic list to build in Python.
-    fn push_events(
-        &self,
-        py: Python<'_>,
-        events: &Bound<'_, PyList>,
-        payloads: &Bound<'_, PyList>,
-    ) -> PyResult<usize> {
-        same_length(events, payloads, "events")?;
-        let name = intern!(py, "name");
-        let mut held: Vec<(Bound<'_, PyString>, Bound<'_, PyBytes>)> =
-            Vec::with_capacity(events.len());
-        for (event, payload) in events.iter().zip(payloads.iter()) {
-            if payload.is_none() {
-                continue;
+    /// Queue messages made already: `(topic, events, payload)` each, as
+    /// `tasker_core.encode_event_runs` returns them (`topic` a str, sent as UTF-8), within the
+    /// limits this publisher was made with; returns at once. Every run is checked before
+    /// anything is queued, so a bad one queues nothing. Returns the number of events queued.
+    fn push_runs(&self, runs: &Bound<'_, PyList>) -> PyResult<usize> {
+        let limits = self.shared.limits;
+        let mut messages = Vec::with_capacity(runs.len());
+        for item in runs.iter() {
+            let (topic, events, payload): (Bound<'_, PyString>, usize, Bound<'_, PyBytes>) =
+                item.extract().map_err(|_| {
+                    PyTypeError::new_err(
+                        "zmq publisher: every run must be a (str, int, bytes) tuple",
+                    )
+                })?;
+            let payload = payload.as_bytes();
+            if events == 0 || events > limits.events || (events > 1 && payload.len() > limits.bytes)
+            {
+                return Err(PyValueError::new_err(format!(
+                    "zmq publisher: a run of {events} events in {} bytes is outside the \
+                     limits ({} events, {} bytes)",
+                    payload.len(),
+                    limits.events,
+                    limits.bytes
+                )));
             }
-            let topic = event.getattr(name)?.cast_into::<PyString>().map_err(|_| {
-                PyTypeError::new_err("zmq publisher: an event's name must be a str")
-            })?;
-            held.push((topic, bytes_payload(payload)?));
+            messages.push(Message {
+                topic: topic.to_str()?.as_bytes().to_vec(),
+                payload: payload.to_vec(),
+                events,
+            });
         }
-        let frames = held
-            .iter()
-            .map(|(topic, payload)| Ok((topic.to_str()?.as_bytes(), payload.as_bytes())))
-            .collect::<PyResult<Vec<(&[u8], &[u8])>>>()?;
-        Ok(self.enqueue(&frames))
+        Ok(self.enqueue_messages(messages))
     }
 
     /// `(sent, messages, full, closed, error)`: events sent, messages sent, events refused at
@@ -447,17 +452,22 @@ fn stop_and_join(shared: &Shared, thread: JoinHandle<()>) -> std::thread::Result
 impl Publisher {
     /// Coalesce `events` into messages and queue them; the number of events queued.
     fn enqueue(&self, events: &[(&[u8], &[u8])]) -> usize {
-        if events.is_empty() {
-            return 0;
-        }
-        let shared = &self.shared;
         let mut messages = Vec::new();
         let mut start = 0;
         while start < events.len() {
-            let end = message_end(events, start, shared.limits);
+            let end = message_end(events, start, self.shared.limits);
             messages.push(message(&events[start..end]));
             start = end;
         }
+        self.enqueue_messages(messages)
+    }
+
+    /// Queue whole messages while they fit; the number of events queued.
+    fn enqueue_messages(&self, messages: Vec<Message>) -> usize {
+        if messages.is_empty() {
+            return 0;
+        }
+        let shared = &self.shared;
         let counters = &shared.counters;
         let (mut queued, mut full, mut closed) = (0, 0, 0);
         let wake = {

@@ -52,34 +52,253 @@ pub(crate) fn encode_event_payloads<'py>(
 ) -> PyResult<Bound<'py, PyList>> {
     let py = events.py();
     let names = field_names(py);
-    // Resolved once per batch; if tasker_core.models cannot be imported, every event is read
-    // attribute by attribute.
-    let event_type = EVENT.import(py, "tasker_core.models", "Event").ok();
+    let mut writer = Writer::new(py, &names, fallback);
     let mut payloads = Vec::with_capacity(events.len().unwrap_or(0));
     let mut buf = Vec::with_capacity(512);
     for (index, event) in events.try_iter()?.enumerate() {
         let event = event?;
         buf.clear();
-        match write_event(&mut buf, &event, event_type, &names) {
-            Ok(()) => payloads.push(PyBytes::new(py, &buf)),
-            Err(Stop::Fallback) => payloads.push(
-                fallback
-                    .call1((&event,))?
+        writer.write(&mut buf, &event, index)?;
+        payloads.push(PyBytes::new(py, &buf));
+    }
+    PyList::new(py, payloads)
+}
+
+/// The events as runs: consecutive events of one name, their payloads (as
+/// [`encode_event_payloads`] writes them) joined by `\n`, a run cut before the event that would
+/// take it past `max_events` events or `max_bytes` bytes (separators counted; a run holds one
+/// event at least). Each run as `(name, number of events, payload)`, in order. One buffer for
+/// the whole batch and no bytes object per event: what a sink shipping one message per run of
+/// a topic wants. TypeError for an event whose name is not a str.
+#[pyfunction]
+pub(crate) fn encode_event_runs<'py>(
+    events: &Bound<'py, PyAny>,
+    max_events: usize,
+    max_bytes: usize,
+    fallback: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    if max_events == 0 || max_bytes == 0 {
+        return Err(PyValueError::new_err(
+            "max_events and max_bytes must be at least 1",
+        ));
+    }
+    let py = events.py();
+    let names = field_names(py);
+    let mut writer = Writer::new(py, &names, fallback);
+    let mut runs: Vec<Bound<'py, PyTuple>> = Vec::new();
+    // The open run's name and number of events; its payload so far is `buf`.
+    let mut open: Option<(Bound<'py, PyString>, usize)> = None;
+    let mut buf = Vec::with_capacity(4096);
+    for (index, event) in events.try_iter()?.enumerate() {
+        let event = event?;
+        let name = event
+            .getattr(names[0])?
+            .cast_into::<PyString>()
+            .map_err(|_| PyTypeError::new_err(format!("event {index}: its name is not a str")))?;
+        let continues = match &open {
+            Some((current, count)) => *count < max_events && same_name(current, &name)?,
+            None => false,
+        };
+        let start = buf.len();
+        if continues {
+            buf.push(b'\n');
+        }
+        writer.write(&mut buf, &event, index)?;
+        if continues && buf.len() <= max_bytes {
+            if let Some((_, count)) = open.as_mut() {
+                *count += 1;
+            }
+            continue;
+        }
+        // The event starts a run of its own: the open one ends before it.
+        if let Some((current, count)) = open.take() {
+            runs.push(run(py, current, count, &buf[..start])?);
+        }
+        buf.drain(..if continues { start + 1 } else { start });
+        open = Some((name, 1));
+    }
+    if let Some((current, count)) = open {
+        runs.push(run(py, current, count, &buf)?);
+    }
+    PyList::new(py, runs)
+}
+
+/// Whether two names are equal strings (usually the very same object).
+fn same_name(a: &Bound<'_, PyString>, b: &Bound<'_, PyString>) -> PyResult<bool> {
+    Ok(a.is(b) || a.as_any().eq(b)?)
+}
+
+fn run<'py>(
+    py: Python<'py>,
+    name: Bound<'py, PyString>,
+    count: usize,
+    payload: &[u8],
+) -> PyResult<Bound<'py, PyTuple>> {
+    (name, count, PyBytes::new(py, payload)).into_pyobject(py)
+}
+
+/// Writes one event after another, remembering what repeats between them.
+struct Writer<'py, 'a> {
+    names: &'a [&'a Bound<'py, PyString>; 8],
+    /// `tasker_core.models.Event`, resolved once per batch; if it cannot be imported, every
+    /// event is read attribute by attribute.
+    event_type: Option<&'a Bound<'py, PyType>>,
+    fallback: &'a Bound<'py, PyAny>,
+    /// The task fields (`task_id`, `namespace`, `workflow`, `version`) of the last event
+    /// written here, when all are exact str, and their text: the engine makes a task's events
+    /// from one Task's objects, so the next event usually holds these very objects.
+    task: Option<([Bound<'py, PyAny>; 4], Vec<u8>)>,
+}
+
+impl<'py, 'a> Writer<'py, 'a> {
+    fn new(
+        py: Python<'py>,
+        names: &'a [&'a Bound<'py, PyString>; 8],
+        fallback: &'a Bound<'py, PyAny>,
+    ) -> Self {
+        Writer {
+            names,
+            event_type: EVENT.import(py, "tasker_core.models", "Event").ok(),
+            fallback,
+            task: None,
+        }
+    }
+
+    /// The event's payload, appended to `buf`: written natively, or by the fallback.
+    fn write(
+        &mut self,
+        buf: &mut Vec<u8>,
+        event: &Bound<'py, PyAny>,
+        index: usize,
+    ) -> PyResult<()> {
+        let start = buf.len();
+        match self.write_native(buf, event) {
+            Ok(()) => Ok(()),
+            Err(Stop::Fallback) => {
+                buf.truncate(start);
+                let payload = self
+                    .fallback
+                    .call1((event,))?
                     .cast_into::<PyBytes>()
                     .map_err(|err| {
                         PyTypeError::new_err(format!(
                             "the fallback encoder returned {}, not bytes",
                             type_name(err.into_inner().as_any())
                         ))
-                    })?,
-            ),
-            Err(Stop::NotFinite { value, path }) => {
-                return Err(not_finite(&event, index, value, &path))
+                    })?;
+                buf.extend_from_slice(payload.as_bytes());
+                Ok(())
             }
-            Err(Stop::Python(err)) => return Err(err),
+            Err(Stop::NotFinite { value, path }) => Err(not_finite(event, index, value, &path)),
+            Err(Stop::Python(err)) => Err(err),
         }
     }
-    PyList::new(py, payloads)
+
+    fn write_native(&mut self, buf: &mut Vec<u8>, event: &Bound<'py, PyAny>) -> Result<(), Stop> {
+        if let Some([common @ .., data]) = dict_values(event, self.event_type, self.names)? {
+            let data = data.cast_exact::<PyDict>().map_err(|_| Stop::Fallback)?;
+            return self.write_checked(buf, &common, data);
+        }
+        // Attribute by attribute, `data` first: an event without a dict there goes to the
+        // fallback whatever its other attributes do.
+        let names = self.names;
+        let data = event.getattr(names[7])?;
+        let data = data.cast_exact::<PyDict>().map_err(|_| Stop::Fallback)?;
+        let common = [
+            event.getattr(names[0])?,
+            event.getattr(names[1])?,
+            event.getattr(names[2])?,
+            event.getattr(names[3])?,
+            event.getattr(names[4])?,
+            event.getattr(names[5])?,
+            event.getattr(names[6])?,
+        ];
+        self.write_checked(buf, &common, data)
+    }
+
+    /// [`Self::write_fields`], unless `data` may override a common field that does not encode.
+    fn write_checked(
+        &mut self,
+        buf: &mut Vec<u8>,
+        common: &[Bound<'py, PyAny>; 7],
+        data: &Bound<'py, PyDict>,
+    ) -> Result<(), Stop> {
+        match self.write_fields(buf, common, data) {
+            // A data key named like a common field replaces that field's value in to_dict, so
+            // the reference may fail elsewhere first, or not at all: the fallback's case.
+            Err(Stop::NotFinite { .. }) if overrides_common(data) => Err(Stop::Fallback),
+            written => written,
+        }
+    }
+
+    fn write_fields(
+        &mut self,
+        buf: &mut Vec<u8>,
+        common: &[Bound<'py, PyAny>; 7],
+        data: &Bound<'py, PyDict>,
+    ) -> Result<(), Stop> {
+        // One call per field, so that each opening is copied with its length known.
+        let [name, id, time, task_id, namespace, workflow, version] = common;
+        write_field(buf, b"{\"name\":", "name", name)?;
+        write_field(buf, b",\"id\":", "id", id)?;
+        write_field(buf, b",\"time\":", "time", time)?;
+        self.write_task(buf, [task_id, namespace, workflow, version])?;
+        let items = data.iter();
+        // As many items as the dict holds, so it is not asked once more for none.
+        let count = items.len();
+        for (key, value) in items.take(count) {
+            let key = key.cast_exact::<PyString>().map_err(|_| Stop::Fallback)?;
+            let key = key.to_str().map_err(|_| Stop::Fallback)?;
+            if is_common(key) {
+                return Err(Stop::Fallback);
+            }
+            buf.push(b',');
+            write_str(buf, key);
+            buf.push(b':');
+            write_value(buf, &value, 1).map_err(|stop| {
+                at(
+                    at(stop, Segment::Key(key.to_owned())),
+                    Segment::Field("data"),
+                )
+            })?;
+        }
+        buf.push(b'}');
+        Ok(())
+    }
+
+    /// The task fields; the remembered text when they are the last event's objects. Only exact
+    /// str values are remembered (they cannot change), and held, so none is freed and another
+    /// object made at its address while remembered.
+    fn write_task(
+        &mut self,
+        buf: &mut Vec<u8>,
+        fields: [&Bound<'py, PyAny>; 4],
+    ) -> Result<(), Stop> {
+        if let Some((last, text)) = &self.task {
+            if last.iter().zip(fields).all(|(last, field)| last.is(field)) {
+                buf.extend_from_slice(text);
+                return Ok(());
+            }
+        }
+        let [task_id, namespace, workflow, version] = fields;
+        let start = buf.len();
+        write_field(buf, b",\"task_id\":", "task_id", task_id)?;
+        write_field(buf, b",\"namespace\":", "namespace", namespace)?;
+        write_field(buf, b",\"workflow\":", "workflow", workflow)?;
+        write_field(buf, b",\"version\":", "version", version)?;
+        if fields
+            .iter()
+            .all(|field| field.is_exact_instance_of::<PyString>())
+        {
+            let mut text = self.task.take().map(|(_, text)| text).unwrap_or_default();
+            text.clear();
+            text.extend_from_slice(&buf[start..]);
+            self.task = Some((fields.map(|field| field.clone()), text));
+        } else {
+            self.task = None;
+        }
+        Ok(())
+    }
 }
 
 fn type_name(value: &Bound<'_, PyAny>) -> String {
@@ -181,46 +400,6 @@ fn dict_values<'py>(
     Ok(read())
 }
 
-fn write_event(
-    buf: &mut Vec<u8>,
-    event: &Bound<'_, PyAny>,
-    event_type: Option<&Bound<'_, PyType>>,
-    names: &[&Bound<'_, PyString>; 8],
-) -> Result<(), Stop> {
-    if let Some([common @ .., data]) = dict_values(event, event_type, names)? {
-        let data = data.cast_exact::<PyDict>().map_err(|_| Stop::Fallback)?;
-        return write_checked(buf, &common, data);
-    }
-    // Attribute by attribute, `data` first: an event without a dict there goes to the
-    // fallback whatever its other attributes do.
-    let data = event.getattr(names[7])?;
-    let data = data.cast_exact::<PyDict>().map_err(|_| Stop::Fallback)?;
-    let common = [
-        event.getattr(names[0])?,
-        event.getattr(names[1])?,
-        event.getattr(names[2])?,
-        event.getattr(names[3])?,
-        event.getattr(names[4])?,
-        event.getattr(names[5])?,
-        event.getattr(names[6])?,
-    ];
-    write_checked(buf, &common, data)
-}
-
-/// [`write_fields`], unless `data` may override a common field that does not encode.
-fn write_checked(
-    buf: &mut Vec<u8>,
-    common: &[Bound<'_, PyAny>; 7],
-    data: &Bound<'_, PyDict>,
-) -> Result<(), Stop> {
-    match write_fields(buf, common, data) {
-        // A data key named like a common field replaces that field's value in to_dict, so the
-        // reference may fail elsewhere first, or not at all: the fallback's case.
-        Err(Stop::NotFinite { .. }) if overrides_common(data) => Err(Stop::Fallback),
-        written => written,
-    }
-}
-
 /// Whether `key` names a common field (which `Event.to_dict` writes before `data`).
 fn is_common(key: &str) -> bool {
     matches!(
@@ -239,43 +418,6 @@ fn write_field(
 ) -> Result<(), Stop> {
     buf.extend_from_slice(opening);
     write_value(buf, value, 0).map_err(|stop| at(stop, Segment::Field(field)))
-}
-
-fn write_fields(
-    buf: &mut Vec<u8>,
-    common: &[Bound<'_, PyAny>; 7],
-    data: &Bound<'_, PyDict>,
-) -> Result<(), Stop> {
-    // One call per field, so that each opening is copied with its length known.
-    let [name, id, time, task_id, namespace, workflow, version] = common;
-    write_field(buf, b"{\"name\":", "name", name)?;
-    write_field(buf, b",\"id\":", "id", id)?;
-    write_field(buf, b",\"time\":", "time", time)?;
-    write_field(buf, b",\"task_id\":", "task_id", task_id)?;
-    write_field(buf, b",\"namespace\":", "namespace", namespace)?;
-    write_field(buf, b",\"workflow\":", "workflow", workflow)?;
-    write_field(buf, b",\"version\":", "version", version)?;
-    let items = data.iter();
-    // As many items as the dict holds, so it is not asked once more for none.
-    let count = items.len();
-    for (key, value) in items.take(count) {
-        let key = key.cast_exact::<PyString>().map_err(|_| Stop::Fallback)?;
-        let key = key.to_str().map_err(|_| Stop::Fallback)?;
-        if is_common(key) {
-            return Err(Stop::Fallback);
-        }
-        buf.push(b',');
-        write_str(buf, key);
-        buf.push(b':');
-        write_value(buf, &value, 1).map_err(|stop| {
-            at(
-                at(stop, Segment::Key(key.to_owned())),
-                Segment::Field("data"),
-            )
-        })?;
-    }
-    buf.push(b'}');
-    Ok(())
 }
 
 /// Whether a key of `data` may replace a common field in to_dict: one named like a field, or

@@ -60,6 +60,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jitter_fraction, m)?)?;
     m.add_function(wrap_pyfunction!(backoff_delay, m)?)?;
     m.add_function(wrap_pyfunction!(events_json::encode_event_payloads, m)?)?;
+    m.add_function(wrap_pyfunction!(events_json::encode_event_runs, m)?)?;
     m.add_function(wrap_pyfunction!(flat_json::copy_flat_dict, m)?)?;
     m.add_function(wrap_pyfunction!(flat_json::is_flat_dict, m)?)?;
     m.add_class::<memory_apply::StepBatchApplier>()?;
