@@ -7,7 +7,8 @@
    that decodes each event. Reported: events/s sent by the sink, events per message (the sink
    coalesces runs of one event name), events/s the subscriber received and decoded, and losses;
    with the native sender and with pyzmq's.
-2. Engine cost: one fan-out (1 -> N no-op steps -> done, memory store) run in interleaved rounds
+2. Engine cost: one fan-out (1 -> N no-op steps -> done, memory store; ``--store sqlite`` for
+   the embedded default, durable, a new file per run) run in interleaved rounds
    (every setting in each round, so all see the same machine load) with
    - no sinks at all (the engine then builds no events),
    - the default sinks, ``[log]``: the zmq sink **off**,
@@ -48,6 +49,7 @@ Prints markdown tables (docs/performance.md, "ZeroMQ event bus").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
@@ -57,6 +59,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -73,6 +76,8 @@ ENV = {**os.environ, "TASKER_LOAD_PLUGINS": "zmq", "PYTHONUNBUFFERED": "1"}
 SETTINGS = ("none", "off", "on", "on_paused", "on_single", "on_pyzmq", "on_task")
 PEERS: list[int] = []
 """The proxy and subscriber processes' pids (see quiesce)."""
+STORE_FILES: list[str] = []
+"""The SQLite files of the run in progress (``--store sqlite``), removed after it."""
 PAUSED: list[int] = []
 """The subscriber of every event, stopped (SIGSTOP) while an ``on_paused`` run is timed."""
 BACKGROUND = True
@@ -286,11 +291,24 @@ def thread_cpu(native_id: int) -> float:
         return 0.0
 
 
-def engine_run(width: int, setting: str, frontends: dict[str, str]) -> dict[str, float]:
+def store_url(store: str) -> str:
+    """A fresh store of the kind asked for: the memory store, or a new SQLite file."""
+    if store == "memory":
+        return "memory://"
+    fd, path = tempfile.mkstemp(prefix="bench-zmq-", suffix=".db")
+    os.close(fd)
+    os.unlink(path)
+    STORE_FILES.append(path)
+    return f"sqlite:///{path}"
+
+
+def engine_run(
+    width: int, setting: str, frontends: dict[str, str], store: str = "memory"
+) -> dict[str, float]:
     """One run: steps/s, process CPU per step, and the zmq sink's threads' CPU per step."""
     config = Config.from_mapping(
         {
-            "store": {"url": "memory://"},
+            "store": {"url": store_url(store)},
             "events": {"sinks": []},
             "execution": {"max_concurrent_steps": 4, "poll_interval": "10ms"},
         }
@@ -349,6 +367,11 @@ def engine_run(width: int, setting: str, frontends: dict[str, str]) -> dict[str,
         name: sum(thread_cpu(t) for t in ids) - parts_before[name] for name, ids in parts.items()
     }
     engine.close()
+    for path in STORE_FILES:  # a SQLite run's files: the next run starts from nothing
+        for leftover in (path, f"{path}-wal", f"{path}-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+    STORE_FILES.clear()
     steps = width + 1
     result = {
         "steps_per_s": steps / elapsed,
@@ -377,7 +400,7 @@ def median(runs: list[dict[str, float]], key: str) -> float:
 
 
 def report(
-    buses: list[dict[str, Any]], runs: dict[str, list[dict[str, float]]], steps: int
+    buses: list[dict[str, Any]], runs: dict[str, list[dict[str, float]]], steps: int, store: str
 ) -> None:
     print("### Bus throughput (one publisher -> proxy process -> one subscriber process)\n")
     print(
@@ -393,7 +416,7 @@ def report(
         )
     rounds = len(runs["off"])
     print(
-        f"\n### Engine, fan-out of {steps:,} no-op steps, memory store "
+        f"\n### Engine, fan-out of {steps:,} no-op steps, {store} store "
         f"({rounds} interleaved rounds; medians)\n"
     )
     print("| setting | steps/s | min | max | process CPU µs/step | sink threads CPU µs/step |")
@@ -483,6 +506,13 @@ def main() -> int:
         help="engine settings to run (off is always run: every ratio is against it)",
     )
     parser.add_argument(
+        "--store",
+        choices=("memory", "sqlite"),
+        default="memory",
+        help="the engine's store: memory (the cheapest step, so the sink's largest share) or "
+        "sqlite (the embedded default, a new file per run)",
+    )
+    parser.add_argument(
         "--share-cpu",
         action="store_true",
         help="run the proxy and subscribers at normal priority, competing with the engine",
@@ -515,13 +545,13 @@ def main() -> int:
         ]
         PAUSED.append(subs[0].pid)
         for name in ("on", "on_pyzmq"):  # warm-up: imports, native graph code, allocator
-            engine_run(200, name, frontends)
+            engine_run(200, name, frontends, args.store)
         order = random.Random(7)  # fixed: runs of the script see the same orders
         for _ in range(args.rounds):
             # A fresh order each round: a cost one setting leaves behind (a busy peer, freed
             # memory) lands on a different successor every time instead of always the same one.
             for name in order.sample(chosen, len(chosen)):
-                runs[name].append(engine_run(args.steps, name, frontends))
+                runs[name].append(engine_run(args.steps, name, frontends, args.store))
         for sub in subs:
             sub.kill()
             sub.wait()
@@ -529,7 +559,7 @@ def main() -> int:
         for process in (proxy, task_proxy):
             process.terminate()
             process.wait(30)
-    report(buses, runs, args.steps)
+    report(buses, runs, args.steps, args.store)
     return 0
 
 

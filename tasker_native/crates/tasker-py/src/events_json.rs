@@ -86,39 +86,33 @@ pub(crate) fn encode_event_runs<'py>(
     let names = field_names(py);
     let mut writer = Writer::new(py, &names, fallback);
     let mut runs: Vec<Bound<'py, PyTuple>> = Vec::new();
-    // The open run's name and number of events; its payload so far is `buf`.
+    // The open run's name and number of events; its payload is `buf[1..]`: every event is
+    // written after a separator, and a run's first one drops.
     let mut open: Option<(Bound<'py, PyString>, usize)> = None;
     let mut buf = Vec::with_capacity(4096);
     for (index, event) in events.try_iter()?.enumerate() {
         let event = event?;
-        let name = event
-            .getattr(names[0])?
+        let start = buf.len();
+        buf.push(b'\n');
+        let name = writer
+            .write(&mut buf, &event, index)?
             .cast_into::<PyString>()
             .map_err(|_| PyTypeError::new_err(format!("event {index}: its name is not a str")))?;
-        let continues = match &open {
-            Some((current, count)) => *count < max_events && same_name(current, &name)?,
-            None => false,
-        };
-        let start = buf.len();
-        if continues {
-            buf.push(b'\n');
-        }
-        writer.write(&mut buf, &event, index)?;
-        if continues && buf.len() <= max_bytes {
-            if let Some((_, count)) = open.as_mut() {
+        if let Some((current, count)) = &mut open {
+            if *count < max_events && buf.len() - 1 <= max_bytes && same_name(current, &name)? {
                 *count += 1;
+                continue;
             }
-            continue;
         }
         // The event starts a run of its own: the open one ends before it.
         if let Some((current, count)) = open.take() {
-            runs.push(run(py, current, count, &buf[..start])?);
+            runs.push(run(py, current, count, &buf[1..start])?);
         }
-        buf.drain(..if continues { start + 1 } else { start });
+        buf.drain(..start);
         open = Some((name, 1));
     }
     if let Some((current, count)) = open {
-        runs.push(run(py, current, count, &buf)?);
+        runs.push(run(py, current, count, &buf[1..])?);
     }
     PyList::new(py, runs)
 }
@@ -144,10 +138,11 @@ struct Writer<'py, 'a> {
     /// event is read attribute by attribute.
     event_type: Option<&'a Bound<'py, PyType>>,
     fallback: &'a Bound<'py, PyAny>,
+    /// The name of the last event written, and its text.
+    name: Recall<'py, 1>,
     /// The task fields (`task_id`, `namespace`, `workflow`, `version`) of the last event
-    /// written here, when all are exact str, and their text: the engine makes a task's events
-    /// from one Task's objects, so the next event usually holds these very objects.
-    task: Option<([Bound<'py, PyAny>; 4], Vec<u8>)>,
+    /// written, and their text.
+    task: Recall<'py, 4>,
 }
 
 impl<'py, 'a> Writer<'py, 'a> {
@@ -160,20 +155,22 @@ impl<'py, 'a> Writer<'py, 'a> {
             names,
             event_type: EVENT.import(py, "tasker_core.models", "Event").ok(),
             fallback,
-            task: None,
+            name: Recall::new(),
+            task: Recall::new(),
         }
     }
 
-    /// The event's payload, appended to `buf`: written natively, or by the fallback.
+    /// The event's payload, appended to `buf`: written natively, or by the fallback. Returns
+    /// the event's name (read on the way).
     fn write(
         &mut self,
         buf: &mut Vec<u8>,
         event: &Bound<'py, PyAny>,
         index: usize,
-    ) -> PyResult<()> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let start = buf.len();
         match self.write_native(buf, event) {
-            Ok(()) => Ok(()),
+            Ok(name) => Ok(name),
             Err(Stop::Fallback) => {
                 buf.truncate(start);
                 let payload = self
@@ -187,17 +184,24 @@ impl<'py, 'a> Writer<'py, 'a> {
                         ))
                     })?;
                 buf.extend_from_slice(payload.as_bytes());
-                Ok(())
+                event.getattr(self.names[0])
             }
             Err(Stop::NotFinite { value, path }) => Err(not_finite(event, index, value, &path)),
             Err(Stop::Python(err)) => Err(err),
         }
     }
 
-    fn write_native(&mut self, buf: &mut Vec<u8>, event: &Bound<'py, PyAny>) -> Result<(), Stop> {
+    /// The event's payload, appended to `buf`, and its name; or why not.
+    fn write_native(
+        &mut self,
+        buf: &mut Vec<u8>,
+        event: &Bound<'py, PyAny>,
+    ) -> Result<Bound<'py, PyAny>, Stop> {
         if let Some([common @ .., data]) = dict_values(event, self.event_type, self.names)? {
             let data = data.cast_exact::<PyDict>().map_err(|_| Stop::Fallback)?;
-            return self.write_checked(buf, &common, data);
+            self.write_checked(buf, &common, data)?;
+            let [name, ..] = common;
+            return Ok(name);
         }
         // Attribute by attribute, `data` first: an event without a dict there goes to the
         // fallback whatever its other attributes do.
@@ -213,7 +217,9 @@ impl<'py, 'a> Writer<'py, 'a> {
             event.getattr(names[5])?,
             event.getattr(names[6])?,
         ];
-        self.write_checked(buf, &common, data)
+        self.write_checked(buf, &common, data)?;
+        let [name, ..] = common;
+        Ok(name)
     }
 
     /// [`Self::write_fields`], unless `data` may override a common field that does not encode.
@@ -239,10 +245,18 @@ impl<'py, 'a> Writer<'py, 'a> {
     ) -> Result<(), Stop> {
         // One call per field, so that each opening is copied with its length known.
         let [name, id, time, task_id, namespace, workflow, version] = common;
-        write_field(buf, b"{\"name\":", "name", name)?;
+        self.name.write(buf, [name], |buf| {
+            write_field(buf, b"{\"name\":", "name", name)
+        })?;
         write_field(buf, b",\"id\":", "id", id)?;
         write_field(buf, b",\"time\":", "time", time)?;
-        self.write_task(buf, [task_id, namespace, workflow, version])?;
+        let task = [task_id, namespace, workflow, version];
+        self.task.write(buf, task, |buf| {
+            write_field(buf, b",\"task_id\":", "task_id", task_id)?;
+            write_field(buf, b",\"namespace\":", "namespace", namespace)?;
+            write_field(buf, b",\"workflow\":", "workflow", workflow)?;
+            write_field(buf, b",\"version\":", "version", version)
+        })?;
         let items = data.iter();
         // As many items as the dict holds, so it is not asked once more for none.
         let count = items.len();
@@ -265,37 +279,49 @@ impl<'py, 'a> Writer<'py, 'a> {
         buf.push(b'}');
         Ok(())
     }
+}
 
-    /// The task fields; the remembered text when they are the last event's objects. Only exact
-    /// str values are remembered (they cannot change), and held, so none is freed and another
-    /// object made at its address while remembered.
-    fn write_task(
+/// The text of fields that repeat from one event to the next as the very same objects (the
+/// engine makes a task's events from one Task's objects, and runs of one name): what was
+/// written for the last event's objects, written again when this event holds them too. Only
+/// exact str values are remembered (they cannot change), and they are held, so none is freed
+/// and another object made at its address while remembered.
+struct Recall<'py, const N: usize> {
+    last: Option<[Bound<'py, PyAny>; N]>,
+    text: Vec<u8>,
+}
+
+impl<'py, const N: usize> Recall<'py, N> {
+    fn new() -> Self {
+        Recall {
+            last: None,
+            text: Vec::new(),
+        }
+    }
+
+    /// The remembered text if `fields` are the last objects, else what `write` writes.
+    fn write(
         &mut self,
         buf: &mut Vec<u8>,
-        fields: [&Bound<'py, PyAny>; 4],
+        fields: [&Bound<'py, PyAny>; N],
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), Stop>,
     ) -> Result<(), Stop> {
-        if let Some((last, text)) = &self.task {
+        if let Some(last) = &self.last {
             if last.iter().zip(fields).all(|(last, field)| last.is(field)) {
-                buf.extend_from_slice(text);
+                buf.extend_from_slice(&self.text);
                 return Ok(());
             }
         }
-        let [task_id, namespace, workflow, version] = fields;
         let start = buf.len();
-        write_field(buf, b",\"task_id\":", "task_id", task_id)?;
-        write_field(buf, b",\"namespace\":", "namespace", namespace)?;
-        write_field(buf, b",\"workflow\":", "workflow", workflow)?;
-        write_field(buf, b",\"version\":", "version", version)?;
+        self.last = None;
+        write(buf)?;
         if fields
             .iter()
             .all(|field| field.is_exact_instance_of::<PyString>())
         {
-            let mut text = self.task.take().map(|(_, text)| text).unwrap_or_default();
-            text.clear();
-            text.extend_from_slice(&buf[start..]);
-            self.task = Some((fields.map(|field| field.clone()), text));
-        } else {
-            self.task = None;
+            self.text.clear();
+            self.text.extend_from_slice(&buf[start..]);
+            self.last = Some(fields.map(|field| field.clone()));
         }
         Ok(())
     }
