@@ -120,14 +120,6 @@ class ZmqSink:
         # socket lock): the names someone subscribes to, and the names nobody does.
         self._wanted: set[str] = set()
         self._unwanted: set[str] = set()
-        # The native path's routing, swapped whole when the publisher's subscriptions change
-        # (engine threads may publish at once): (generation, subscriptions, wanted, unwanted).
-        self._routing: tuple[int, frozenset[bytes], set[str], set[str]] = (
-            -1,
-            frozenset(),
-            set(),
-            set(),
-        )
         self._sent = 0
         self._messages = 0
         self._drops = dict.fromkeys(_DROP_KINDS, 0)
@@ -156,14 +148,17 @@ class ZmqSink:
         Safe to call from several threads at once. Nothing is kept: the caller may reuse its
         sequence once this returns.
         """
+        publisher = self._publisher
+        if publisher is not None:  # it filters, encodes (natively) and queues in one call
+            try:
+                publisher.publish(events)
+            except _UNENCODABLE:  # nothing was queued: drop just the events that are not JSON
+                publisher.publish(self._plain(events))
+            return
         if self._shut():
             self._count("closed", len(events))
             return
         batch = events if type(events) is list else list(events)
-        publisher = self._publisher
-        if publisher is not None:
-            self._queue(publisher, batch)
-            return
         if not self._subscriptions:  # a new set is swapped in on a change
             self._count("no_subscriber", len(batch))
             return
@@ -298,19 +293,17 @@ class ZmqSink:
         with self._cond:
             sent, messages, drops = self._sent, self._messages, dict(self._drops)
         if self._publisher is not None:
-            native_sent, native_messages, full, closed, _ = self._publisher.stats()
+            native_sent, native_messages, full, closed, _, unwanted = self._publisher.stats()
             sent += native_sent
             messages += native_messages
             drops["hwm"] += full
             drops["closed"] += closed
+            drops["no_subscriber"] += unwanted
         return sent, messages, drops
 
     def _current_subscriptions(self) -> frozenset[bytes]:
         if self._publisher is not None:
-            routing = self._routing
-            if routing[0] != self._publisher.generation:
-                routing = self._reroute(self._publisher)
-            return routing[1]
+            return frozenset(self._publisher.subscriptions()[1])
         return self._subscriptions
 
     def _run(self) -> None:
@@ -466,33 +459,6 @@ class ZmqSink:
             self._subscriptions = frozenset(subscriptions)
             self._cond.notify_all()
 
-    def _queue(self, publisher: NativePublisher, events: list[Event]) -> None:
-        """Skip the unwanted events, encode the rest into messages in one native call, queue
-        them."""
-        routing = self._routing
-        if routing[0] != publisher.generation:
-            routing = self._reroute(publisher)
-        subscriptions = routing[1]
-        if not subscriptions:
-            self._count("no_subscriber", len(events))
-            return
-        if b"" not in subscriptions:  # else everything is wanted
-            wanted = _select(events, subscriptions, routing[2], routing[3])
-            if len(wanted) < len(events):
-                self._count("no_subscriber", len(events) - len(wanted))
-            events = wanted
-        if events:
-            publisher.push_runs(self._runs(events))
-
-    def _reroute(
-        self, publisher: NativePublisher
-    ) -> tuple[int, frozenset[bytes], set[str], set[str]]:
-        """The routing for the publisher's current subscriptions, swapped in whole."""
-        generation, prefixes = publisher.subscriptions()
-        routing = (generation, frozenset(prefixes), set[str](), set[str]())
-        self._routing = routing
-        return routing
-
     def _send(self, socket: zmq.Socket[bytes], events: list[Event]) -> None:
         """pyzmq's path: skip the unwanted events, encode the rest into messages in one native
         call, send them."""
@@ -539,7 +505,10 @@ class ZmqSink:
         try:
             return encode_event_runs(events, max_events=limit, max_bytes=MAX_BYTES)
         except _UNENCODABLE:
-            pass
+            return encode_event_runs(self._plain(events), max_events=limit, max_bytes=MAX_BYTES)
+
+    def _plain(self, events: Sequence[Event]) -> list[Event]:
+        """The events that encode as JSON; each other one is counted and logged."""
         plain: list[Event] = []
         for event in events:
             try:
@@ -551,7 +520,7 @@ class ZmqSink:
                 )
             else:
                 plain.append(event)
-        return encode_event_runs(plain, max_events=limit, max_bytes=MAX_BYTES)
+        return plain
 
     def _report(self, interval: float) -> None:
         drops = self._totals()[2]

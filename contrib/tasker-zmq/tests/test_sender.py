@@ -196,7 +196,7 @@ def test_the_native_publisher_coalesces_by_the_same_rule_as_wire_group(
     with publisher_pair(max_events, max_bytes) as (publisher, into):
         assert publisher.push(topics, payloads) == kept
         publisher.stop()  # sends what is queued first
-        assert publisher.stats() == (kept, len(expected), 0, 0, 0)
+        assert publisher.stats() == (kept, len(expected), 0, 0, 0, 0)
         assert [into.recv_multipart() for _ in expected] == expected
         assert not into.poll(0)
 
@@ -209,10 +209,55 @@ def test_the_native_publisher_sends_each_run_as_one_message() -> None:
     with publisher_pair() as (publisher, into):
         assert publisher.push_runs([*runs, big]) == len(batch) + 1
         publisher.stop()
-        assert publisher.stats() == (len(batch) + 1, len(runs) + 1, 0, 0, 0)
+        assert publisher.stats() == (len(batch) + 1, len(runs) + 1, 0, 0, 0, 0)
         received = [into.recv_multipart() for _ in range(len(runs) + 1)]
     assert received == [[name.encode(), payload] for name, _, payload in [*runs, big]]
     assert received[:-1] == [list(message) for message in encode_messages(batch)]
+
+
+@needs_native
+def test_native_publish_filters_by_prefix_encodes_and_queues_in_one_call() -> None:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    out = context.socket(zmq.XPUB)
+    port = out.bind_to_random_port("tcp://127.0.0.1")
+    subscribers = [subscriber(context, f"tcp://127.0.0.1:{port}", p) for p in (b"step.s", b"task.")]
+    publisher = open_native_publisher(
+        out, max_events=MAX_EVENTS, max_bytes=MAX_BYTES, capacity=1_000_000
+    )
+    assert publisher is not None
+    try:
+        deadline = time.monotonic() + 10
+        while len(publisher.subscriptions()[1]) < 2:
+            assert time.monotonic() < deadline, "the subscriptions never arrived"
+            time.sleep(0.005)
+        batch = events(300)
+        wanted = [e for e in batch if e.name.startswith(("step.s", "task."))]
+        assert 0 < len(wanted) < len(batch)
+        assert publisher.publish(tuple(batch)) == len(wanted)  # any sequence
+        assert publisher.stats()[5] == len(batch) - len(wanted)  # counted, never encoded
+        nameless = Event("step.started", "x", 1.0, "t", "ns", "wf", "1", {})
+        object.__setattr__(nameless, "name", 3)
+        with pytest.raises(TypeError, match="name must be a str"):
+            publisher.publish([batch[0], nameless])
+        with pytest.raises(TypeError, match="not JSON serializable"):  # the encoder's error
+            publisher.publish([Event("task.x", "y", 1.0, "t", "ns", "wf", "1", {"s": {1}})])
+        publisher.stop()
+        assert publisher.publish(batch) == 0
+        sent, messages, full, closed, error, unwanted = publisher.stats()
+        assert (sent, full, closed, error) == (len(wanted), 0, len(batch), 0)
+        assert unwanted == len(batch) - len(wanted)  # a failed call counts nothing
+        expected = [list(message) for message in encode_messages(wanted)]
+        assert messages == len(expected)
+        received: list[list[bytes]] = []
+        for sub in subscribers:
+            while sub.poll(1000):
+                received.append(sub.recv_multipart())
+        assert sorted(received) == sorted(expected)
+    finally:
+        publisher.stop()
+        for socket in (out, *subscribers):
+            socket.close(linger=0)
+        context.term()
 
 
 @needs_native
@@ -240,7 +285,7 @@ def test_the_native_queue_is_bounded_drops_whole_messages_and_counts_them() -> N
         assert received == [[b"a", b"0\n1\n2"], [b"b", b"3\n4\n5\n6"], [b"c", b"11"]]
         publisher.stop()
         assert publisher.push([b"a"], [b"late"]) == 0
-        assert publisher.stats() == (8, 3, 4, 1, 0)
+        assert publisher.stats() == (8, 3, 4, 1, 0, 0)
         assert publisher.queued() == 0
         with pytest.raises(RuntimeError, match="already started"):
             publisher.start()
@@ -410,7 +455,7 @@ def test_the_native_publisher_checks_its_arguments() -> None:
             with pytest.raises(ValueError, match="outside the limits"):
                 publisher.push_runs([good, bad])
         publisher.stop()
-        assert publisher.stats() == (0, 0, 0, 0, 0)  # a bad batch queues nothing
+        assert publisher.stats() == (0, 0, 0, 0, 0, 0)  # a bad batch queues nothing
         assert not into.poll(0)
     from tasker_zmq._sender import Publisher
 

@@ -23,14 +23,15 @@
 
 use std::collections::VecDeque;
 use std::ffi::{c_int, c_void, CStr, CString};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 const ZMQ_DONTWAIT: c_int = 1;
 const ZMQ_SNDMORE: c_int = 2;
@@ -98,6 +99,10 @@ struct Counters {
     full: AtomicU64,
     /// Events pushed after a send failed or `stop` was called.
     closed: AtomicU64,
+    /// Events `publish` skipped: nobody subscribes to their names.
+    unwanted: AtomicU64,
+    /// `stop` was called, or a send failed: `publish` counts events as closed at once.
+    shut: AtomicBool,
     /// 0, or the errno of the send that failed (nothing is sent after it).
     error: AtomicI32,
     /// Bumped on every change of `subscriptions`.
@@ -191,7 +196,12 @@ struct Publisher {
     thread: Mutex<Option<JoinHandle<()>>>,
     version: (c_int, c_int, c_int),
     path: String,
+    /// The keyword arguments of `tasker_core.encode_event_runs`: this publisher's limits.
+    limits: Py<PyDict>,
 }
+
+/// `tasker_core.encode_event_runs`, imported on first use.
+static ENCODE_RUNS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Resolve every function the publisher needs; `handle` stays open.
 fn resolve(handle: *mut c_void, path: &str) -> PyResult<(Lib, ZmqVersion)> {
@@ -232,6 +242,7 @@ impl Publisher {
     /// (see the module comment for the limits); `start` starts the thread.
     #[new]
     fn new(
+        py: Python<'_>,
         path: &str,
         socket: usize,
         max_events: usize,
@@ -283,12 +294,16 @@ impl Publisher {
             capacity,
             wake_at: WAKE_AT.min(capacity / 2).max(1),
         });
+        let limits = PyDict::new(py);
+        limits.set_item("max_events", max_events)?;
+        limits.set_item("max_bytes", max_bytes)?;
         Ok(Publisher {
             handle: handle as usize,
             shared,
             thread: Mutex::new(None),
             version: (major, minor, patch),
             path: path.to_owned(),
+            limits: limits.unbind(),
         })
     }
 
@@ -381,10 +396,51 @@ impl Publisher {
         Ok(self.enqueue_messages(messages))
     }
 
-    /// `(sent, messages, full, closed, error)`: events sent, messages sent, events refused at
-    /// the high-water mark (the socket's, or the queue's `capacity`), events pushed after a
-    /// failed send or `stop`, and 0 or the errno of the send that failed.
-    fn stats(&self) -> (u64, u64, u64, u64, c_int) {
+    /// An event sink's whole `publish`, in one call from the engine's thread: skip the events
+    /// whose names nobody subscribes to (a subscription is a prefix of the name), encode the
+    /// others into messages with `tasker_core.encode_event_runs`, queue them; returns at once.
+    /// The encoder's errors propagate (for an event that is not plain JSON), and then nothing is
+    /// queued or counted. Returns the number of events queued.
+    fn publish(&self, events: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let py = events.py();
+        let events = match events.cast::<PyList>() {
+            Ok(list) => list.clone(),
+            Err(_) => PyList::new(py, events.try_iter()?.collect::<PyResult<Vec<_>>>()?)?,
+        };
+        let counters = &self.shared.counters;
+        let total = events.len() as u64;
+        if counters.shut.load(Ordering::Relaxed) {
+            counters.closed.fetch_add(total, Ordering::Relaxed);
+            return Ok(0);
+        }
+        let wanted = {
+            let subscriptions = locked(&self.shared.subscriptions);
+            if subscriptions.iter().any(Vec::is_empty) {
+                events
+            } else {
+                wanted_events(&events, &subscriptions)?
+            }
+        };
+        let unwanted = total - wanted.len() as u64;
+        let queued = if wanted.is_empty() {
+            0
+        } else {
+            let encode = ENCODE_RUNS.import(py, "tasker_core", "encode_event_runs")?;
+            let runs = encode.call((&wanted,), Some(self.limits.bind(py)))?;
+            let runs = runs.cast::<PyList>().map_err(|_| {
+                PyTypeError::new_err("tasker_core.encode_event_runs did not return a list")
+            })?;
+            self.push_runs(runs)?
+        };
+        counters.unwanted.fetch_add(unwanted, Ordering::Relaxed);
+        Ok(queued)
+    }
+
+    /// `(sent, messages, full, closed, error, unwanted)`: events sent, messages sent, events
+    /// refused at the high-water mark (the socket's, or the queue's `capacity`), events pushed
+    /// after a failed send or `stop`, 0 or the errno of the send that failed, and events
+    /// `publish` skipped for want of a subscriber.
+    fn stats(&self) -> (u64, u64, u64, u64, c_int, u64) {
         let counters = &self.shared.counters;
         (
             counters.sent.load(Ordering::Relaxed),
@@ -392,6 +448,7 @@ impl Publisher {
             counters.full.load(Ordering::Relaxed),
             counters.closed.load(Ordering::Relaxed),
             counters.error.load(Ordering::Relaxed),
+            counters.unwanted.load(Ordering::Relaxed),
         )
     }
 
@@ -420,6 +477,7 @@ impl Publisher {
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
         let thread = locked(&self.thread).take();
         locked(&self.shared.queue).stopping = true;
+        self.shared.counters.shut.store(true, Ordering::Relaxed);
         if let Some(thread) = thread {
             py.detach(|| stop_and_join(&self.shared, thread))
                 .map_err(|_| PyRuntimeError::new_err("the zmq publisher thread panicked"))?;
@@ -441,6 +499,37 @@ fn same_length(
         )));
     }
     Ok(())
+}
+
+/// The events someone subscribes to: those whose name starts with one of `subscriptions`
+/// (none of them empty). Each run of one name object is matched once.
+fn wanted_events<'py>(
+    events: &Bound<'py, PyList>,
+    subscriptions: &[Vec<u8>],
+) -> PyResult<Bound<'py, PyList>> {
+    let py = events.py();
+    let name = pyo3::intern!(py, "name");
+    let wanted = PyList::empty(py);
+    let mut last: Option<(Bound<'py, PyAny>, bool)> = None;
+    for event in events.iter() {
+        let this = event.getattr(name)?;
+        let keep = match &last {
+            Some((previous, keep)) if previous.is(&this) => *keep,
+            _ => {
+                let text = this.cast::<PyString>().map_err(|_| {
+                    PyTypeError::new_err("zmq publisher: an event's name must be a str")
+                })?;
+                let topic = text.to_str()?.as_bytes();
+                let keep = subscriptions.iter().any(|prefix| topic.starts_with(prefix));
+                last = Some((this, keep));
+                keep
+            }
+        };
+        if keep {
+            wanted.append(event)?;
+        }
+    }
+    Ok(wanted)
 }
 
 fn stop_and_join(shared: &Shared, thread: JoinHandle<()>) -> std::thread::Result<()> {
@@ -566,6 +655,12 @@ fn send_frame(shared: &Shared, bytes: &[u8], flags: c_int) -> c_int {
     }
 }
 
+/// A send failed with errno `code`: nothing is sent from now on.
+fn fail(counters: &Counters, code: c_int) {
+    counters.error.store(code, Ordering::Relaxed);
+    counters.shut.store(true, Ordering::Relaxed);
+}
+
 /// Send every message of the batch, counting; after a failed send, count the rest as closed.
 fn send_all(shared: &Shared, batch: &[Message]) {
     let counters = &shared.counters;
@@ -582,7 +677,7 @@ fn send_all(shared: &Shared, batch: &[Message]) {
                 continue;
             }
             code => {
-                counters.error.store(code, Ordering::Relaxed);
+                fail(counters, code);
                 closed += message.events;
                 continue;
             }
@@ -596,7 +691,7 @@ fn send_all(shared: &Shared, batch: &[Message]) {
                 messages += 1;
             }
             code => {
-                counters.error.store(code, Ordering::Relaxed);
+                fail(counters, code);
                 closed += message.events;
             }
         }
