@@ -3,12 +3,13 @@
 Two ways to send, the same wire either way (:attr:`ZmqSink.sender` says which is in use):
 
 - **native** (the usual one): the sink is an *inline* sink (see :class:`tasker_core.EventSink`):
-  the engine's thread that emits a batch calls :meth:`ZmqSink.publish`, which skips the events
-  nobody subscribes to, encodes the others in one native call while they are still in cache, and
-  queues them on the native publisher (:mod:`tasker_zmq.sender`), coalesced into messages. The
-  publisher's own thread owns the socket: it sends the queue and reads subscriptions without ever
-  taking the GIL, so the engine pays for the encoding and nothing else. Its queue is bounded
-  (``events.zmq.hwm`` events): a batch that does not fit is dropped and counted, never waited on.
+  the engine's thread that emits a batch calls :meth:`ZmqSink.publish`, which hands it to the
+  native publisher (:mod:`tasker_zmq.sender`) in one call: it skips the events nobody subscribes
+  to, encodes the others straight into messages (:func:`tasker_core.encode_event_runs`) while
+  they are still in cache, and queues them. The publisher's own thread owns the socket: it sends
+  the queue and reads subscriptions without ever taking the GIL, so the engine pays for the
+  encoding and little else. Its queue is bounded (``events.zmq.hwm`` events): a message that
+  does not fit is dropped and counted, never waited on.
 - **pyzmq** (the fallback, when the native publisher is not built or pyzmq's libzmq cannot be
   identified): the event bus gives the sink a delivery thread of its own, which calls
   :meth:`ZmqSink.publish` with batches from the bus's bounded buffer; it filters, encodes and

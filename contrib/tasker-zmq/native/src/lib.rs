@@ -1,13 +1,15 @@
 //! `tasker_zmq._sender`: a publisher thread that owns a ZeroMQ socket and sends queued events
 //! through the libzmq that pyzmq already loaded, without ever taking the GIL.
 //!
-//! The engine's threads call [`Publisher::push`] with a batch of encoded events: consecutive
-//! events with the same topic become one message, their payloads joined by `\n` (the wire
-//! format's version 2, `tasker_zmq.wire`): at most `max_events` events and `max_bytes` bytes of
-//! payload per message, a single larger event alone. `tasker_zmq.wire.group` is the same rule in
-//! Python, for pyzmq's path; the tests hold the two to the same bytes. The messages go into a
-//! bounded queue (at most `capacity` events; a message that does not fit is dropped and counted)
-//! and the caller returns: it never waits on the network and never gives up the GIL.
+//! The engine's threads call [`Publisher::publish`] with a batch of events: the events nobody
+//! subscribes to are skipped, the others encoded by `tasker_core.encode_event_runs` into
+//! messages, consecutive events with the same topic in one, their payloads joined by `\n` (the
+//! wire format's version 2, `tasker_zmq.wire`): at most `max_events` events and `max_bytes`
+//! bytes of payload per message, a single larger event alone. `tasker_zmq.wire.group` states the
+//! same rule in Python, and [`Publisher::push`] applies it here to payloads encoded one by one;
+//! the tests hold all of them to the same bytes. The messages go into a bounded queue (at most
+//! `capacity` events; a message that does not fit is dropped and counted) and the caller
+//! returns: it never waits on the network and never gives up the GIL.
 //!
 //! The publisher's own thread takes the queue whole every `GATHER` (sooner when `WAKE_AT` events
 //! wait), sends every message without waiting
