@@ -1,8 +1,8 @@
 """The native publisher: a thread that sends queued events through libzmq without the GIL.
 
-The engine's threads hand ``tasker_zmq._sender.Publisher`` each batch of encoded events, as
-messages coalesced already (:func:`tasker_core.encode_event_runs` cuts runs of one name by the rule
-of :func:`tasker_zmq.wire.group`), and return; the publisher's own thread, which owns the socket
+The engine's threads hand ``tasker_zmq._sender.Publisher.publish`` each batch of events, which
+skips the unwanted ones and encodes the rest into messages (:func:`tasker_core.encode_event_runs`
+cuts runs of one name by the rule of :func:`tasker_zmq.wire.group`), and return; the publisher's own thread, which owns the socket
 from then on, sends them and reads the socket's subscriptions, never taking the GIL. A Python
 sending thread would take the GIL from the engine for every batch. It must call the very libzmq
 that made pyzmq's socket (a socket handle means nothing to another copy), so

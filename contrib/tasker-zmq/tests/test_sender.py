@@ -146,6 +146,16 @@ def test_one_event_per_message_is_the_first_wire_format(native: bool) -> None:
 _PAIRS = itertools.count()
 
 
+def heard(publisher: NativePublisher, want: set[bytes]) -> bool:
+    """Whether the publisher's subscriptions become exactly ``want`` within 10 s."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if set(publisher.subscriptions()[1]) == want:
+            return True
+        time.sleep(0.005)
+    return False
+
+
 @contextmanager
 def publisher_pair(
     max_events: int = MAX_EVENTS, max_bytes: int = MAX_BYTES, capacity: int = 1_000_000
@@ -177,26 +187,26 @@ def publisher_pair(
 @settings(max_examples=60)
 @given(
     items=st.lists(
-        st.tuples(st.sampled_from([b"a", b"a.b", b"b"]), st.none() | st.binary(max_size=9)),
-        max_size=40,
+        st.tuples(st.sampled_from(["a", "a.b", "b"]), st.text("xyz", max_size=9)), max_size=40
     ),
-    max_events=st.integers(0, 5),
-    max_bytes=st.integers(0, 30),
+    max_events=st.integers(1, 5),
+    max_bytes=st.integers(1, 300),
 )
 def test_the_native_publisher_coalesces_by_the_same_rule_as_wire_group(
-    items: list[tuple[bytes, bytes | None]], max_events: int, max_bytes: int
+    items: list[tuple[str, str]], max_events: int, max_bytes: int
 ) -> None:
-    topics = [topic for topic, _ in items]
-    payloads = [payload for _, payload in items]
+    batch = [Event(name, "i", 1.0, "t", "ns", "wf", "1", {"s": text}) for name, text in items]
+    topics = [event.name.encode() for event in batch]
+    payloads: list[bytes | None] = list(encode_event_payloads(batch))
     expected = [
         [topic, b"\n".join(parts)]
         for topic, parts in group(topics, payloads, max_events, max_bytes)
     ]
-    kept = sum(payload is not None for payload in payloads)
+    runs = encode_event_runs(batch, max_events=max_events, max_bytes=max_bytes)
     with publisher_pair(max_events, max_bytes) as (publisher, into):
-        assert publisher.push(topics, payloads) == kept
+        assert publisher.push_runs(runs) == len(batch)
         publisher.stop()  # sends what is queued first
-        assert publisher.stats() == (kept, len(expected), 0, 0, 0, 0)
+        assert publisher.stats() == (len(batch), len(expected), 0, 0, 0, 0)
         assert [into.recv_multipart() for _ in expected] == expected
         assert not into.poll(0)
 
@@ -226,10 +236,7 @@ def test_native_publish_filters_by_prefix_encodes_and_queues_in_one_call() -> No
     )
     assert publisher is not None
     try:
-        deadline = time.monotonic() + 10
-        while len(publisher.subscriptions()[1]) < 2:
-            assert time.monotonic() < deadline, "the subscriptions never arrived"
-            time.sleep(0.005)
+        assert heard(publisher, {b"step.s", b"task."})
         batch = events(300)
         wanted = [e for e in batch if e.name.startswith(("step.s", "task."))]
         assert 0 < len(wanted) < len(batch)
@@ -274,17 +281,17 @@ def test_the_native_queue_is_bounded_drops_whole_messages_and_counts_them() -> N
     publisher = Publisher(str(LIBZMQ), out.underlying, 4, MAX_BYTES, 10)
     try:
         # Runs of 3, 4 (a full message) and 5 (messages of 4 and 1) events.
-        topics = [b"a"] * 3 + [b"b"] * 4 + [b"c"] * 5
-        payloads: list[bytes | None] = [f"{i}".encode() for i in range(len(topics))]
+        runs = [("a", 3, b"0\n1\n2"), ("b", 4, b"3\n4\n5\n6"), ("c", 4, b"7\n8\n9\n10")]
+        runs.append(("c", 1, b"11"))
         # a(3) and b(4) fit; c's first message (4) would make 11 > 10; its last (1) fits.
-        assert publisher.push(topics, payloads) == 8
+        assert publisher.push_runs(runs) == 8
         assert publisher.queued() == 8
         assert publisher.stats()[2] == 4
         publisher.start()
         received = [into.recv_multipart() for _ in range(3)]
         assert received == [[b"a", b"0\n1\n2"], [b"b", b"3\n4\n5\n6"], [b"c", b"11"]]
         publisher.stop()
-        assert publisher.push([b"a"], [b"late"]) == 0
+        assert publisher.push_runs([("a", 1, b"late")]) == 0
         assert publisher.stats() == (8, 3, 4, 1, 0, 0)
         assert publisher.queued() == 0
         with pytest.raises(RuntimeError, match="already started"):
@@ -306,24 +313,16 @@ def test_the_native_publisher_hears_subscriptions_and_their_end() -> None:
     )
     assert publisher is not None
 
-    def heard(want: set[bytes]) -> bool:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if set(publisher.subscriptions()[1]) == want:
-                return True
-            time.sleep(0.005)
-        return False
-
     sub = context.socket(zmq.SUB)
     try:
         start = publisher.generation
         sub.connect(f"tcp://127.0.0.1:{port}")
         sub.setsockopt(zmq.SUBSCRIBE, b"step.")
         sub.setsockopt(zmq.SUBSCRIBE, b"task.failed")
-        assert heard({b"step.", b"task.failed"})
+        assert heard(publisher, {b"step.", b"task.failed"})
         assert publisher.generation > start
         sub.setsockopt(zmq.UNSUBSCRIBE, b"step.")
-        assert heard({b"task.failed"})
+        assert heard(publisher, {b"task.failed"})
         assert publisher.subscriptions()[0] == publisher.generation
     finally:
         publisher.stop()
@@ -439,13 +438,6 @@ def test_the_bundled_libzmq_wins_and_an_ambiguous_process_gets_none(tmp_path: Pa
 @needs_native
 def test_the_native_publisher_checks_its_arguments() -> None:
     with publisher_pair() as (publisher, into):
-        with pytest.raises(TypeError, match="2 topics but 1 payloads"):
-            publisher.push([b"a", b"b"], [b"1"])
-        with pytest.raises(TypeError, match="topic must be bytes"):
-            publisher.push(["a"], [b"1"])  # type: ignore[list-item]
-        with pytest.raises(TypeError, match="payload must be bytes or None"):
-            publisher.push([b"a"], ["1"])  # type: ignore[list-item]
-        assert publisher.push([b"a"], [None]) == 0
         good = ("a", 1, b"1")
         for bad in (("a", 1), (b"a", 1, b"1"), ("a", 1, "1"), ["a", 1, b"1"], ("a", -1, b"1")):
             with pytest.raises(TypeError, match=r"run must be a \(str, int, bytes\) tuple"):

@@ -6,10 +6,9 @@
 //! messages, consecutive events with the same topic in one, their payloads joined by `\n` (the
 //! wire format's version 2, `tasker_zmq.wire`): at most `max_events` events and `max_bytes`
 //! bytes of payload per message, a single larger event alone. `tasker_zmq.wire.group` states the
-//! same rule in Python, and [`Publisher::push`] applies it here to payloads encoded one by one;
-//! the tests hold all of them to the same bytes. The messages go into a bounded queue (at most
-//! `capacity` events; a message that does not fit is dropped and counted) and the caller
-//! returns: it never waits on the network and never gives up the GIL.
+//! same rule in Python; the tests hold the two to the same bytes. The messages go into a
+//! bounded queue (at most `capacity` events; a message that does not fit is dropped and
+//! counted) and the caller returns: it never waits on the network and never gives up the GIL.
 //!
 //! The publisher's own thread takes the queue whole every `GATHER` (sooner when `WAKE_AT` events
 //! wait), sends every message without waiting
@@ -166,29 +165,6 @@ struct Limits {
     bytes: usize,
 }
 
-/// Where the message starting at `events[start]` ends (exclusive): the run of equal topics,
-/// cut before the event that would pass either limit; at least one event.
-fn message_end(events: &[(&[u8], &[u8])], start: usize, limits: Limits) -> usize {
-    let (topic, first) = events[start];
-    let mut size = first.len();
-    let mut end = start + 1;
-    while let Some((next_topic, payload)) = events.get(end) {
-        let grown = size + 1 + payload.len();
-        if *next_topic != topic || end - start >= limits.events || grown > limits.bytes {
-            break;
-        }
-        size = grown;
-        end += 1;
-    }
-    end
-}
-
-fn bytes_payload(payload: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyBytes>> {
-    payload
-        .cast_into::<PyBytes>()
-        .map_err(|_| PyTypeError::new_err("zmq publisher: every payload must be bytes or None"))
-}
-
 /// A libzmq already loaded in this process, one socket of it, and the thread that sends on it.
 #[pyclass(frozen, module = "tasker_zmq._sender")]
 struct Publisher {
@@ -340,30 +316,6 @@ impl Publisher {
         &self.path
     }
 
-    /// Queue event i's payload under `topics[i]`, skipping a None payload; returns at once.
-    ///
-    /// Every topic and payload is checked before anything is queued, so a bad one queues
-    /// nothing. Returns the number of events queued.
-    fn push(&self, topics: &Bound<'_, PyList>, payloads: &Bound<'_, PyList>) -> PyResult<usize> {
-        same_length(topics, payloads, "topics")?;
-        let mut held: Vec<(Bound<'_, PyBytes>, Bound<'_, PyBytes>)> =
-            Vec::with_capacity(topics.len());
-        for (topic, payload) in topics.iter().zip(payloads.iter()) {
-            if payload.is_none() {
-                continue;
-            }
-            let topic = topic
-                .cast_into::<PyBytes>()
-                .map_err(|_| PyTypeError::new_err("zmq publisher: every topic must be bytes"))?;
-            held.push((topic, bytes_payload(payload)?));
-        }
-        let frames: Vec<(&[u8], &[u8])> = held
-            .iter()
-            .map(|(topic, payload)| (topic.as_bytes(), payload.as_bytes()))
-            .collect();
-        Ok(self.enqueue(&frames))
-    }
-
     /// Queue messages made already: `(topic, events, payload)` each, as
     /// `tasker_core.encode_event_runs` returns them (`topic` a str, sent as UTF-8), within the
     /// limits this publisher was made with; returns at once. Every run is checked before
@@ -488,21 +440,6 @@ impl Publisher {
     }
 }
 
-fn same_length(
-    firsts: &Bound<'_, PyList>,
-    payloads: &Bound<'_, PyList>,
-    what: &str,
-) -> PyResult<()> {
-    if firsts.len() != payloads.len() {
-        return Err(PyTypeError::new_err(format!(
-            "{} {what} but {} payloads",
-            firsts.len(),
-            payloads.len()
-        )));
-    }
-    Ok(())
-}
-
 /// The events someone subscribes to: those whose name starts with one of `subscriptions`
 /// (none of them empty). Each run of one name object is matched once.
 fn wanted_events<'py>(
@@ -541,18 +478,6 @@ fn stop_and_join(shared: &Shared, thread: JoinHandle<()>) -> std::thread::Result
 }
 
 impl Publisher {
-    /// Coalesce `events` into messages and queue them; the number of events queued.
-    fn enqueue(&self, events: &[(&[u8], &[u8])]) -> usize {
-        let mut messages = Vec::new();
-        let mut start = 0;
-        while start < events.len() {
-            let end = message_end(events, start, self.shared.limits);
-            messages.push(message(&events[start..end]));
-            start = end;
-        }
-        self.enqueue_messages(messages)
-    }
-
     /// Queue whole messages while they fit; the number of events queued.
     fn enqueue_messages(&self, messages: Vec<Message>) -> usize {
         if messages.is_empty() {
@@ -583,27 +508,6 @@ impl Publisher {
         counters.full.fetch_add(full as u64, Ordering::Relaxed);
         counters.closed.fetch_add(closed as u64, Ordering::Relaxed);
         queued
-    }
-}
-
-/// The message of a run of events (one topic): their payloads joined by `\n`.
-fn message(run: &[(&[u8], &[u8])]) -> Message {
-    let size = run
-        .iter()
-        .map(|(_, payload)| payload.len() + 1)
-        .sum::<usize>()
-        - 1;
-    let mut payload = Vec::with_capacity(size);
-    for (i, (_, part)) in run.iter().enumerate() {
-        if i > 0 {
-            payload.push(b'\n');
-        }
-        payload.extend_from_slice(part);
-    }
-    Message {
-        topic: run[0].0.to_vec(),
-        payload,
-        events: run.len(),
     }
 }
 
