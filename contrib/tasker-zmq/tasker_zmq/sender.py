@@ -2,13 +2,13 @@
 
 The engine's threads hand ``tasker_zmq._sender.Publisher.publish`` each batch of events, which
 skips the unwanted ones and encodes the rest into messages (:func:`tasker_core.encode_event_runs`
-cuts runs of one name by the rule of :func:`tasker_zmq.wire.group`), and return; the publisher's own thread, which owns the socket
-from then on, sends them and reads the socket's subscriptions, never taking the GIL. A Python
-sending thread would take the GIL from the engine for every batch. It must call the very libzmq
-that made pyzmq's socket (a socket handle means nothing to another copy), so
-:func:`open_native_publisher` finds the libzmq this process has already loaded for pyzmq, opens it
-without loading anything (``RTLD_NOLOAD``), and checks its version against pyzmq's. When any of
-that fails the sink sends through pyzmq instead; the reason is logged once per process.
+cuts runs of one name by the rule of :func:`tasker_zmq.wire.group`), and return; the publisher's
+own thread, which owns the socket from then on, sends them and reads the socket's subscriptions,
+never taking the GIL. A Python sending thread would take the GIL from the engine for every batch.
+It must call the very libzmq that made pyzmq's socket (a socket handle means nothing to another
+copy), so :func:`open_native_publisher` finds the libzmq this process has already loaded for pyzmq,
+opens it without loading anything (``RTLD_NOLOAD``), and checks its version against pyzmq's. When
+any of that fails the sink sends through pyzmq instead; the reason is logged once per process.
 """
 
 from __future__ import annotations
